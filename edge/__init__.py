@@ -1,0 +1,1 @@
+"""Edge gateway firmware: read devices, sign, buffer durably, publish over MQTT."""

@@ -1,0 +1,1 @@
+"""Hub validator: ingest, consensus, chain store, state machine, REST API."""

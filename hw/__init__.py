@@ -1,0 +1,1 @@
+"""Hardware: device profiles, pure register decoders, SunSpec discovery, simulated devices."""
