@@ -85,11 +85,9 @@ def _modbus_transport(args: argparse.Namespace) -> Any:
     return parse_transport(args.rtu, baud=args.baud, parity=args.parity)
 
 
-async def _read_modbus(args: argparse.Namespace) -> Measurements:
+async def _read_modbus(args: argparse.Namespace, profile: Any) -> Measurements:
     from edge.modbus import read_measurements
-    from hw.profile import load_profile
 
-    profile = load_profile(args.profile)
     return await read_measurements(
         _modbus_transport(args),
         profile,
@@ -110,7 +108,7 @@ def _read_iec61850(args: argparse.Namespace) -> Measurements:
 def run_read(args: argparse.Namespace) -> int:
     """Handler of `gtx edge read`: one reading, signed, printed as one JSON line."""
     from edge.errors import ConfigError
-    from hw.profile import ProfileError
+    from hw.profile import ProfileError, load_profile
 
     if not args.iec61850 and not args.profile:
         return _fail("read", "--profile is required for Modbus devices (see `gtx sim --help`)", 2)
@@ -119,12 +117,17 @@ def run_read(args: argparse.Namespace) -> int:
     except KeyFileError as exc:
         return _fail("read", str(exc), 2)
     try:
-        reading = _read_iec61850(args) if args.iec61850 else asyncio.run(_read_modbus(args))
+        if args.iec61850:
+            device = args.name or "iec61850-meter"
+            reading = _read_iec61850(args)
+        else:
+            profile = load_profile(args.profile)
+            device = args.name or profile.name
+            reading = asyncio.run(_read_modbus(args, profile))
     except (ProfileError, ConfigError, ValueError) as exc:
         return _fail("read", str(exc), 2)
     except DeviceError as exc:
         return _fail("read", str(exc))
-    device = args.name or args.profile or "iec61850-meter"
     try:
         body = kinds.Telemetry(device=device, **reading.as_body_fields())
         env = sign(key, args.chain, body, args.seq, int(time.time() * 1000))

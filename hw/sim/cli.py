@@ -88,8 +88,11 @@ def add_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--device",
         required=True,
-        choices=[*list_profiles(), IEC61850_DEVICE],
-        help="device profile to simulate",
+        metavar="PROFILE",
+        help=(
+            f"profile name ({', '.join([*list_profiles(), IEC61850_DEVICE])}) "
+            "or the path of a profile TOML file"
+        ),
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", type=parse_host_port, metavar="HOST:PORT", help="serve Modbus TCP")

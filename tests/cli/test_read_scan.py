@@ -210,3 +210,14 @@ def test_sim_stops_on_sigterm(tmp_path: Path) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_profile_from_a_file_needs_no_python(sim: Sim, key: Path, tmp_path: Path) -> None:
+    # A contributor's new meter: the SDM120 map saved under another name and path.
+    shipped = Path(__file__).parents[2] / "hw" / "profiles" / "sdm120.toml"
+    custom = tmp_path / "acme-1p.toml"
+    custom.write_text(shipped.read_text().replace('model = "SDM120-Modbus"', 'model = "ACME-1P"'))
+    port = free_port()
+    sim("--device", str(custom), "--tcp", f"127.0.0.1:{port}")
+    env = read_ok("--profile", str(custom), "--tcp", f"127.0.0.1:{port}", "--key", str(key))
+    assert env.body.to_json()["device"] == "acme-1p"

@@ -112,13 +112,24 @@ def test_parser_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> Non
     add_sim_parser(parser.add_subparsers())
     for bad in (
         ["sim", "--device", "sdm630"],
-        ["sim", "--device", "sdm999", "--tcp", "127.0.0.1:1"],
         ["sim", "--device", "sdm630", "--tcp", "nohost"],
         ["sim", "--device", "sdm630", "--tcp", "127.0.0.1:1", "--fault", "2:melt"],
     ):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
     assert "UNIT:KIND" in capsys.readouterr().err
+
+
+def test_unknown_profile_exits_2_naming_the_shipped_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_sim_parser(parser.add_subparsers())
+    args = parser.parse_args(["sim", "--device", "sdm999", "--tcp", "127.0.0.1:1"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "no profile named 'sdm999'" in err
+    assert "sdm630" in err
 
 
 def test_parse_units() -> None:
