@@ -1,0 +1,523 @@
+"""Gateway configuration: one TOML file parsed once at start into a frozen `Settings`.
+
+Every error names the key (with the device it belongs to) and says what is expected, e.g.
+
+```
+edge.toml: [[device]] #2 'meter2' key 'poll_ms': must be an integer from 100 to 3600000, got 'fast'
+```
+
+Only `load_settings` reads the file; everything after works on the frozen values.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from edge.errors import ConfigError
+from hw.profile import ProfileError, load_profile
+from wire.envelope import CHAIN
+from wire.kinds import DEVICE, SOURCES, ZONE, Source
+
+TransportKind = Literal["tcp", "rtu", "iec61850"]
+KeepTx = Literal["puback", "committed"]
+
+_GATEWAY_KEYS = frozenset({"key", "chain", "zone", "state_dir", "interval_s"})
+_MQTT_KEYS = frozenset(
+    {
+        "url",
+        "username",
+        "password",
+        "password_file",
+        "ca",
+        "cert",
+        "key",
+        "client_id",
+        "keepalive_s",
+        "window",
+        "publish_timeout_ms",
+    }
+)
+_OUTBOX_KEYS = frozenset({"quota_kb", "keep_tx_until", "republish_s"})
+_POLLING_KEYS = frozenset(
+    {
+        "timeout_ms",
+        "retries",
+        "retry_backoff_ms",
+        "degraded_after",
+        "degraded_poll_ms",
+        "frame_gap_ms",
+    }
+)
+_METRICS_KEYS = frozenset({"host", "port"})
+_DEVICE_KEYS = frozenset(
+    {"name", "profile", "transport", "unit", "poll_ms", "source", "timeout_ms", "capacity_w"}
+)
+_TOP_KEYS = frozenset({"gateway", "mqtt", "outbox", "polling", "metrics", "device"})
+_PARITIES = ("N", "E", "O")
+_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+_LD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """Where a device is reached; devices with the same `bus` share one scheduler."""
+
+    kind: TransportKind
+    """`tcp` (Modbus TCP), `rtu` (Modbus RTU on a serial port) or `iec61850` (MMS)."""
+    host: str = ""
+    """TCP host (tcp, iec61850)."""
+    port: int = 0
+    """TCP port (tcp, iec61850)."""
+    path: str = ""
+    """Serial device (rtu), e.g. `/dev/ttyAMA0`."""
+    baud: int = 9600
+    """Serial speed in baud (rtu)."""
+    parity: str = "N"
+    """Serial parity N, E or O (rtu)."""
+    ld_name: str = ""
+    """IEC 61850 logical device name (iec61850)."""
+    text: str = ""
+    """The transport as written in the config, for messages."""
+
+    @property
+    def bus(self) -> str:
+        """Identity of the physical bus: one request at a time per bus."""
+        if self.kind == "rtu":
+            return f"rtu:{self.path}"
+        return f"{self.kind}:{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSettings:
+    """One `[[device]]` table."""
+
+    name: str
+    """Device name, unique on the gateway; appears in every message about it."""
+    profile: str
+    """Profile name or file (`hw/profiles`)."""
+    transport: Transport
+    """Where the device is reached."""
+    unit: int
+    """Modbus unit id 1..247 (ignored for iec61850)."""
+    poll_ms: int
+    """Telemetry period in ms."""
+    source: Source
+    """Energy source carried in meter_read (solar, grid ...)."""
+    timeout_ms: int
+    """Per-request timeout in ms."""
+
+    def describe(self) -> str:
+        """Operator-facing identity: `meter1 (sdm630, tcp://127.0.0.1:5020 unit 1)`."""
+        if self.transport.kind == "iec61850":
+            return f"{self.name} ({self.profile}, {self.transport.text})"
+        return f"{self.name} ({self.profile}, {self.transport.text} unit {self.unit})"
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """The `[mqtt]` table."""
+
+    host: str
+    """Broker host."""
+    port: int
+    """Broker port."""
+    tls: bool
+    """True for `mqtts://`."""
+    username: str | None
+    """User name, or None for anonymous."""
+    password: str | None
+    """Password (from `password` or `password_file`)."""
+    ca: str | None
+    """CA bundle file for TLS; None uses the system store."""
+    cert: str | None
+    """Client certificate file for mutual TLS."""
+    key: str | None
+    """Client private key file for mutual TLS."""
+    client_id: str | None
+    """MQTT client id; None derives `gtx-<first 16 hex of the key>`."""
+    keepalive_s: int
+    """MQTT keepalive in seconds."""
+    window: int
+    """QoS 1 messages in flight at once while draining."""
+    publish_timeout_ms: int
+    """How long to wait for a PUBACK before reconnecting."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSettings:
+    """The `[outbox]` table."""
+
+    quota_kb: int
+    """Payload bytes (KiB) above which old telemetry is thinned."""
+    keep_tx_until: KeepTx
+    """`puback`: tx messages leave at PUBACK; `committed`: only once the chain committed them."""
+    republish_s: int
+    """With `committed`: re-send tx messages not committed after this many seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class PollingSettings:
+    """The `[polling]` table: defaults of every bus scheduler."""
+
+    timeout_ms: int
+    """Default per-request timeout in ms."""
+    retries: int
+    """Extra tries of a request that got no answer (healthy devices only)."""
+    retry_backoff_ms: int
+    """First retry delay after a failed poll; doubles per failure."""
+    degraded_after: int
+    """Consecutive failures after which a device is marked degraded."""
+    degraded_poll_ms: int
+    """Poll period of a degraded device."""
+    frame_gap_ms: int
+    """Silence between two requests on a serial bus."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole gateway configuration, validated."""
+
+    source: str
+    """Config file path, for messages."""
+    key_path: Path
+    """Gateway Ed25519 key file."""
+    chain: str
+    """Chain id."""
+    zone: str
+    """Grid zone path."""
+    state_dir: Path
+    """Where the outbox database and status file live."""
+    interval_ms: int
+    """Delivery interval in ms (a meter_read per device at every boundary)."""
+    mqtt: MqttSettings
+    """Uplink."""
+    outbox: OutboxSettings
+    """Outbox retention."""
+    polling: PollingSettings
+    """Scheduler defaults."""
+    metrics_host: str
+    """Prometheus endpoint address."""
+    metrics_port: int | None
+    """Prometheus endpoint port; None disables it."""
+    devices: tuple[DeviceSettings, ...]
+    """Devices in config order."""
+
+    @property
+    def outbox_path(self) -> Path:
+        """The SQLite outbox file."""
+        return self.state_dir / "outbox.sqlite"
+
+    @property
+    def status_path(self) -> Path:
+        """The status snapshot the daemon writes for `gtx edge status`."""
+        return self.state_dir / "status.json"
+
+
+class _Reader:
+    """Typed access to one TOML table, raising `ConfigError` that names the key."""
+
+    def __init__(
+        self, source: str, where: str, table: Mapping[str, Any], allowed: frozenset[str]
+    ) -> None:
+        self.source, self.where, self.table = source, where, table
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            raise self.error(unknown[0], f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.where} key {key!r}: {problem}")
+
+    def has(self, key: str) -> bool:
+        return key in self.table
+
+    def text(
+        self,
+        key: str,
+        default: str | None = None,
+        pattern: re.Pattern[str] | None = None,
+        hint: str = "",
+    ) -> str:
+        value = self.table.get(key, default)
+        if value is None:
+            raise self.error(key, f"missing; expected {hint or 'a string'}")
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"must be a non-empty string ({hint or 'text'}), got {value!r}")
+        if pattern is not None and not pattern.fullmatch(value):
+            raise self.error(key, f"must be {hint}, got {value!r}")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        return self.text(key) if key in self.table else None
+
+    def integer(self, key: str, default: int | None, lo: int, hi: int, unit: str = "") -> int:
+        value = self.table.get(key, default)
+        if value is None:
+            raise self.error(key, f"missing; expected an integer from {lo} to {hi}{unit}")
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self.error(key, f"must be an integer from {lo} to {hi}{unit}, got {value!r}")
+        return value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.table.get(key, default)
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+
+def _table(source: str, doc: Mapping[str, Any], name: str, required: bool) -> Mapping[str, Any]:
+    value = doc.get(name)
+    if value is None:
+        if required:
+            raise ConfigError(f"{source}: missing table [{name}]; see docs/examples/edge.toml")
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table, got {type(value).__name__}")
+    return value
+
+
+def parse_transport(text: str, fail: Any) -> Transport:
+    """Parse `tcp://HOST:PORT`, `rtu:///dev/ttyX?baud=9600&parity=N` or `iec61850://HOST:PORT/LD`.
+
+    Args:
+        text: the transport URL.
+        fail: called with a problem sentence, returns the exception to raise.
+
+    Raises:
+        ConfigError: (from `fail`) the URL is not one of the three forms.
+    """
+    forms = "tcp://HOST:PORT, rtu:///dev/ttyX?baud=9600&parity=N or iec61850://HOST:PORT/LDNAME"
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError as exc:
+        raise fail(f"is not a transport URL ({exc}); expected {forms}") from exc
+    if url.scheme == "tcp":
+        if not url.hostname or port is None or port == 0 or url.path not in ("", "/"):
+            raise fail(f"must be tcp://HOST:PORT, got {text!r}")
+        return Transport("tcp", host=url.hostname, port=port, text=text)
+    if url.scheme == "iec61850":
+        ld = url.path.strip("/")
+        if not url.hostname or not ld or not _LD.fullmatch(ld):
+            raise fail(f"must be iec61850://HOST:PORT/LDNAME, got {text!r}")
+        return Transport("iec61850", host=url.hostname, port=port or 102, ld_name=ld, text=text)
+    if url.scheme == "rtu":
+        if url.netloc or not url.path.startswith("/"):
+            raise fail(f"must be rtu:///dev/ttyX?baud=9600&parity=N (three slashes), got {text!r}")
+        query = parse_qs(url.query, strict_parsing=False)
+        unknown = sorted(set(query) - {"baud", "parity"})
+        if unknown:
+            raise fail(f"unknown option {unknown[0]!r} in {text!r}; options: baud, parity")
+        baud_text = query.get("baud", ["9600"])[-1]
+        if not baud_text.isdigit() or int(baud_text) not in _BAUDS:
+            raise fail(f"baud must be one of {', '.join(map(str, _BAUDS))}, got {baud_text!r}")
+        parity = query.get("parity", ["N"])[-1].upper()
+        if parity not in _PARITIES:
+            raise fail(f"parity must be N, E or O, got {parity!r}")
+        return Transport(
+            "rtu", path=unquote(url.path), baud=int(baud_text), parity=parity, text=text
+        )
+    raise fail(f"has unknown scheme {url.scheme!r} in {text!r}; expected {forms}")
+
+
+def _device(source: str, index: int, raw: object, polling: PollingSettings) -> DeviceSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [[device]] #{index} must be a table")
+    label = f"[[device]] #{index}"
+    if isinstance(raw.get("name"), str):
+        label += f" {raw['name']!r}"
+    r = _Reader(source, label, raw, _DEVICE_KEYS)
+    name = r.text("name", pattern=re.compile(DEVICE), hint="letters, digits, _ . - (at most 64)")
+    profile = r.text("profile", hint="a profile name like 'sdm630' or a profile file")
+    try:
+        load_profile(profile)
+    except ProfileError as exc:
+        raise r.error("profile", str(exc)) from exc
+    transport = parse_transport(
+        r.text("transport", hint="tcp://HOST:PORT or rtu:///dev/ttyX?baud=9600&parity=N"),
+        lambda problem: r.error("transport", problem),
+    )
+    unit = r.integer("unit", 1, 1 if transport.kind != "iec61850" else 0, 247)
+    poll_ms = r.integer("poll_ms", 1000, 100, 3_600_000, " ms")
+    source_name = cast(Source, r.choice("source", "grid", SOURCES))
+    timeout_ms = r.integer("timeout_ms", polling.timeout_ms, 10, 60_000, " ms")
+    return DeviceSettings(
+        name=name,
+        profile=profile,
+        transport=transport,
+        unit=unit,
+        poll_ms=poll_ms,
+        source=source_name,
+        timeout_ms=timeout_ms,
+    )
+
+
+def _mqtt(source: str, raw: Mapping[str, Any]) -> MqttSettings:
+    r = _Reader(source, "[mqtt]", raw, _MQTT_KEYS)
+    url_text = r.text("url", "mqtt://127.0.0.1:1883", hint="mqtt://HOST:PORT or mqtts://HOST:PORT")
+    try:
+        url = urlsplit(url_text)
+        port = url.port
+    except ValueError as exc:
+        raise r.error("url", f"is not a URL ({exc}); expected mqtt://HOST:PORT") from exc
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+        raise r.error("url", f"must be mqtt://HOST:PORT or mqtts://HOST:PORT, got {url_text!r}")
+    tls = url.scheme == "mqtts"
+    password = r.optional_text("password")
+    if r.has("password_file"):
+        if password is not None:
+            raise r.error("password_file", "give either password or password_file, not both")
+        path = Path(r.text("password_file"))
+        try:
+            password = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise r.error("password_file", f"cannot read {path}: {exc.strerror}") from exc
+    for key in ("ca", "cert", "key"):
+        if r.has(key) and not tls:
+            raise r.error(key, "TLS files need an mqtts:// url")
+        if r.has(key) and not Path(r.text(key)).is_file():
+            raise r.error(key, f"file {r.text(key)!r} does not exist")
+    if r.has("cert") != r.has("key"):
+        raise r.error("cert" if r.has("key") else "key", "cert and key go together")
+    return MqttSettings(
+        host=url.hostname,
+        port=port or (8883 if tls else 1883),
+        tls=tls,
+        username=r.optional_text("username"),
+        password=password,
+        ca=r.optional_text("ca"),
+        cert=r.optional_text("cert"),
+        key=r.optional_text("key"),
+        client_id=r.optional_text("client_id"),
+        keepalive_s=r.integer("keepalive_s", 30, 5, 3600, " s"),
+        window=r.integer("window", 100, 1, 1000),
+        publish_timeout_ms=r.integer("publish_timeout_ms", 10_000, 100, 600_000, " ms"),
+    )
+
+
+def parse_settings(text: str, source: str = "<config>") -> Settings:
+    """Parse and validate a config document.
+
+    Args:
+        text: the TOML text.
+        source: file name used in messages.
+
+    Raises:
+        ConfigError: the first problem found, naming the key and what is expected.
+    """
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown table [{unknown[0]}]; allowed: {', '.join(sorted(_TOP_KEYS))}"
+        )
+    g = _Reader(source, "[gateway]", _table(source, doc, "gateway", True), _GATEWAY_KEYS)
+    key_path = Path(g.text("key", hint="the key file written by `gtx edge keygen`"))
+    chain = g.text("chain", pattern=CHAIN, hint="a chain id like 'gtx-local'")
+    zone = g.text("zone", pattern=re.compile(ZONE), hint="a zone path like 'pea/ayutthaya/sub-01'")
+    state_dir = Path(g.text("state_dir", hint="a writable directory, e.g. /var/lib/gridtokenx"))
+    interval_s = g.integer("interval_s", None, 1, 86_400, " s (must match the hub)")
+
+    o = _Reader(source, "[outbox]", _table(source, doc, "outbox", False), _OUTBOX_KEYS)
+    outbox = OutboxSettings(
+        quota_kb=o.integer("quota_kb", 262_144, 16, 2**31, " KiB"),
+        keep_tx_until="committed"
+        if o.choice("keep_tx_until", "puback", ("puback", "committed")) == "committed"
+        else "puback",
+        republish_s=o.integer("republish_s", 300, 5, 86_400, " s"),
+    )
+    p = _Reader(source, "[polling]", _table(source, doc, "polling", False), _POLLING_KEYS)
+    polling = PollingSettings(
+        timeout_ms=p.integer("timeout_ms", 1000, 10, 60_000, " ms"),
+        retries=p.integer("retries", 1, 0, 5),
+        retry_backoff_ms=p.integer("retry_backoff_ms", 200, 0, 60_000, " ms"),
+        degraded_after=p.integer("degraded_after", 3, 1, 100),
+        degraded_poll_ms=p.integer("degraded_poll_ms", 30_000, 100, 3_600_000, " ms"),
+        frame_gap_ms=p.integer("frame_gap_ms", 5, 0, 1000, " ms"),
+    )
+    m = _Reader(source, "[metrics]", _table(source, doc, "metrics", False), _METRICS_KEYS)
+    metrics_host = m.text("host", "127.0.0.1", hint="an address to listen on")
+    metrics_port = m.integer("port", 0, 0, 65_535) if m.has("port") else None
+
+    raw_devices = doc.get("device", [])
+    if not isinstance(raw_devices, list) or not raw_devices:
+        raise ConfigError(
+            f"{source}: no [[device]] tables; add at least one (name, profile, transport, unit)"
+        )
+    devices = tuple(_device(source, i, d, polling) for i, d in enumerate(raw_devices, start=1))
+    seen: dict[str, int] = {}
+    units: dict[tuple[str, int], str] = {}
+    for i, dev in enumerate(devices, start=1):
+        if dev.name in seen:
+            raise ConfigError(
+                f"{source}: [[device]] #{i} key 'name': {dev.name!r} is already used by "
+                f"device #{seen[dev.name]}; names must be unique"
+            )
+        seen[dev.name] = i
+        if dev.transport.kind != "iec61850":
+            where = (dev.transport.bus, dev.unit)
+            if where in units:
+                raise ConfigError(
+                    f"{source}: [[device]] #{i} {dev.name!r} key 'unit': unit {dev.unit} on "
+                    f"{dev.transport.text} is already device {units[where]!r}"
+                )
+            units[where] = dev.name
+    _check_buses(source, devices)
+    return Settings(
+        source=source,
+        key_path=key_path,
+        chain=chain,
+        zone=zone,
+        state_dir=state_dir,
+        interval_ms=interval_s * 1000,
+        mqtt=_mqtt(source, _table(source, doc, "mqtt", False)),
+        outbox=outbox,
+        polling=polling,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
+        devices=devices,
+    )
+
+
+def _check_buses(source: str, devices: tuple[DeviceSettings, ...]) -> None:
+    """Devices on one serial port must agree on its speed and parity."""
+    first: dict[str, DeviceSettings] = {}
+    for dev in devices:
+        t = dev.transport
+        other = first.setdefault(t.bus, dev)
+        if t.kind == "rtu" and (other.transport.baud, other.transport.parity) != (t.baud, t.parity):
+            raise ConfigError(
+                f"{source}: device {dev.name!r} key 'transport': {t.path} is set to "
+                f"{t.baud} baud parity {t.parity} but device {other.name!r} on the same port "
+                f"uses {other.transport.baud} baud parity {other.transport.parity}; one RS-485 "
+                "bus has one speed"
+            )
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate the config file at `path`.
+
+    Raises:
+        ConfigError: unreadable file or invalid content; the message names the key.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    return parse_settings(text, str(path))
+
+
+def buses(settings: Settings) -> dict[str, tuple[DeviceSettings, ...]]:
+    """Devices grouped by physical bus, in config order."""
+    out: dict[str, list[DeviceSettings]] = {}
+    for dev in settings.devices:
+        out.setdefault(dev.transport.bus, []).append(dev)
+    return {bus: tuple(devs) for bus, devs in out.items()}
