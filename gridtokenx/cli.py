@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from edge import cli as edge_cli
 from gridtokenx import __version__, demo, edge_commands, verify
 
 # Areas whose parsers live with their code: (module, function, command, extra to install).
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     edge_commands.add_keygen_parser(edge_sub)
     edge_commands.add_read_parser(edge_sub)
     edge_commands.add_scan_parser(edge_sub)
+    edge_cli.add_run_parser(edge_sub)
+    edge_cli.add_status_parser(edge_sub)
     verify.add_verify_parser(sub)
     demo.add_demo_parser(sub)
     for module, func, command, extra in _AREAS:

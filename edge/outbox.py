@@ -1,0 +1,398 @@
+"""The durable outbox: SQLite (WAL, synchronous=FULL) holding every signed message until it is safe.
+
+One database file per gateway (`state_dir/outbox.sqlite`) holds, updated in one transaction
+per reading:
+
+- `seq`: the next seq of each stream. A message's seq is allocated, the message signed and
+  stored, and the counter advanced in the same transaction, so a seq is never used before
+  it is durable and never used twice (power loss rolls back all three). A new database
+  starts each stream at the creation time in unix ms, so a gateway whose state was wiped
+  still counts above anything it sent before.
+- `message`: signed envelopes in insertion order (`id`), which is seq order per stream.
+  Telemetry is deleted at PUBACK. `tx` messages are deleted at PUBACK with
+  `keep_tx_until = "puback"`; with `"committed"` they get `acked_ms` and stay until
+  `commit_through` learns the chain committed their seq (DESIGN.md: a PUBACK is not
+  delivery), and are re-sent in order when not committed in time.
+- `device`: each device's memory (last cumulative registers, last meter_read) so sanity
+  checks and the `prev` hash chain survive restarts.
+- `meta`: the gateway key and chain the file belongs to, and publish statistics.
+
+Not thread-safe: the daemon calls it from one worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, ParamSpec, TypeVar
+
+from edge.errors import ConfigError, EdgeError
+from edge.intake import GENESIS, DeviceMemory, after_meter_read
+from edge.retention import TelemetryRow, thinning_plan
+from wire.envelope import Envelope
+from wire.kinds import MeterRead
+from wire.struct import Body
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+STREAMS = ("telemetry", "tx")
+"""Streams the gateway publishes on, each with its own seq and MQTT topic."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seq (stream TEXT PRIMARY KEY, next INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS message (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    device TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    acked_ms INTEGER,
+    UNIQUE (stream, seq)
+);
+CREATE INDEX IF NOT EXISTS message_pending ON message (acked_ms, id);
+CREATE TABLE IF NOT EXISTS committed (stream TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS device (
+    name TEXT PRIMARY KEY,
+    import_wh INTEGER,
+    export_wh INTEGER,
+    read_interval INTEGER,
+    read_id TEXT NOT NULL
+);
+"""
+
+
+class OutboxError(EdgeError):
+    """The outbox database cannot be opened or written (disk full, corrupt, read-only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A stored message waiting for its PUBACK."""
+
+    row_id: int
+    """Outbox row id."""
+    stream: str
+    """`telemetry` or `tx`."""
+    seq: int
+    """The message's seq."""
+    payload: bytes
+    """The canonical envelope bytes, exactly as signed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Depth:
+    """How much waits in the outbox."""
+
+    messages: dict[str, int]
+    """Messages per stream (unpublished plus tx awaiting commit)."""
+    unpublished: int
+    """Messages not yet acknowledged by the broker."""
+    payload_bytes: int
+    """Sum of payload sizes."""
+    oldest_ts_ms: int | None
+    """Reading time of the oldest unpublished message."""
+
+
+Signer = Callable[[Body, int], Envelope]
+"""Signs a body under a given seq (the outbox allocates the seq)."""
+
+
+class Outbox:
+    """The gateway's SQLite outbox. See the module docstring for the tables."""
+
+    def __init__(
+        self,
+        path: Path,
+        keep_tx_until: Literal["puback", "committed"] = "puback",
+        *,
+        readonly: bool = False,
+    ) -> None:
+        """Open (creating if needed) the outbox at `path`.
+
+        Raises:
+            OutboxError: the file cannot be opened or is not an outbox.
+        """
+        self.path = path
+        self.keep_tx_until = keep_tx_until
+        try:
+            if readonly:
+                self._db = sqlite3.connect(
+                    f"file:{path}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+            self._db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def bind(self, sender: str, chain: str, now_ms: int) -> None:
+        """Claim a new outbox for `sender` on `chain`, or check an existing one belongs to them.
+
+        Raises:
+            ConfigError: the outbox holds another gateway's or another chain's messages.
+        """
+        with self._tx():
+            rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            for key, want in (("sender", sender), ("chain", chain)):
+                have = rows.get(key)
+                if have is None:
+                    self._db.execute("INSERT INTO meta VALUES (?, ?)", (key, want))
+                elif have != want:
+                    raise ConfigError(
+                        f"outbox {self.path} belongs to {key} {have[:16]}, but the config "
+                        f"gives {want[:16]}; restore the right [gateway] key/chain or move the "
+                        "outbox away (its unsent messages would be lost)"
+                    )
+            for stream in STREAMS:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO seq VALUES (?, ?)", (stream, max(1, now_ms))
+                )
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def memory(self, device: str) -> DeviceMemory:
+        """What the outbox remembers of `device` (empty for a new device)."""
+        row = self._db.execute(
+            "SELECT import_wh, export_wh, read_interval, read_id FROM device WHERE name = ?",
+            (device,),
+        ).fetchone()
+        if row is None:
+            return DeviceMemory()
+        return DeviceMemory(
+            import_wh=row[0], export_wh=row[1], read_interval=row[2], read_id=row[3]
+        )
+
+    def store(
+        self,
+        device: str,
+        bodies: Sequence[Body],
+        memory: DeviceMemory,
+        sign: Signer,
+    ) -> tuple[tuple[Envelope, ...], DeviceMemory]:
+        """Sign and store `bodies` and the device's new memory in one transaction.
+
+        Each body gets the next seq of its stream; a `MeterRead` advances the device's hash
+        chain to the new message's id. Nothing is stored if anything fails.
+
+        Returns:
+            The stored envelopes and the memory as persisted.
+
+        Raises:
+            OutboxError: the database could not be written (disk full, I/O error).
+        """
+        envelopes: list[Envelope] = []
+        try:
+            with self._tx():
+                for body in bodies:
+                    (seq,) = self._db.execute(
+                        "SELECT next FROM seq WHERE stream = ?", (body.STREAM,)
+                    ).fetchone()
+                    env = sign(body, seq)
+                    payload = env.to_bytes()
+                    self._db.execute(
+                        "INSERT INTO message (stream, seq, kind, device, ts_ms, payload) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (env.stream, seq, env.kind, device, env.ts_ms, payload),
+                    )
+                    self._db.execute(
+                        "UPDATE seq SET next = ? WHERE stream = ?", (seq + 1, body.STREAM)
+                    )
+                    if isinstance(body, MeterRead):
+                        memory = after_meter_read(memory, body, env.message_id())
+                    envelopes.append(env)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO device VALUES (?, ?, ?, ?, ?)",
+                    (
+                        device,
+                        memory.import_wh,
+                        memory.export_wh,
+                        memory.read_interval,
+                        memory.read_id or GENESIS,
+                    ),
+                )
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot write outbox {self.path}: {exc}") from exc
+        return tuple(envelopes), memory
+
+    def remember(self, device: str, memory: DeviceMemory) -> None:
+        """Persist a device's memory without storing a message."""
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO device VALUES (?, ?, ?, ?, ?)",
+                (device, memory.import_wh, memory.export_wh, memory.read_interval, memory.read_id),
+            )
+
+    def pending(self, limit: int, after_id: int = 0) -> list[Pending]:
+        """Up to `limit` unacknowledged messages after row `after_id`, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, stream, seq, payload FROM message WHERE acked_ms IS NULL AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
+        return [Pending(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
+    def acknowledge(self, row_ids: Iterable[int], now_ms: int) -> None:
+        """Record PUBACKs: telemetry leaves; tx leaves or waits for commit (`keep_tx_until`)."""
+        ids = list(row_ids)
+        if not ids:
+            return
+        marks = ",".join("?" * len(ids))
+        with self._tx():
+            if self.keep_tx_until == "committed":
+                self._db.execute(
+                    f"UPDATE message SET acked_ms = ? WHERE stream = 'tx' AND id IN ({marks})",  # noqa: S608
+                    (now_ms, *ids),
+                )
+                self._db.execute(
+                    f"DELETE FROM message WHERE stream != 'tx' AND id IN ({marks})",  # noqa: S608
+                    ids,
+                )
+            else:
+                self._db.execute(f"DELETE FROM message WHERE id IN ({marks})", ids)  # noqa: S608
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('last_publish_ms', ?)", (str(now_ms),)
+            )
+
+    def commit_through(self, stream: str, seq: int) -> int:
+        """The chain committed every message of `stream` up to `seq`: forget them.
+
+        Returns:
+            How many messages left the outbox.
+        """
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO committed VALUES (?, ?) ON CONFLICT (stream) "
+                "DO UPDATE SET seq = max(seq, excluded.seq)",
+                (stream, seq),
+            )
+            cur = self._db.execute(
+                "DELETE FROM message WHERE stream = ? AND seq <= ?", (stream, seq)
+            )
+            return cur.rowcount
+
+    def republish_overdue(self, now_ms: int, republish_ms: int) -> int:
+        """Send acknowledged-but-uncommitted tx messages again, in order, when overdue.
+
+        If the oldest acknowledged tx message has waited more than `republish_ms`, every
+        acknowledged tx message is marked unpublished again, so the uplink re-sends the whole
+        uncommitted tail in seq order (the hub ignores the ones it already has).
+
+        Returns:
+            How many messages will be re-sent.
+        """
+        with self._tx():
+            (oldest,) = self._db.execute(
+                "SELECT min(acked_ms) FROM message WHERE stream = 'tx' AND acked_ms IS NOT NULL"
+            ).fetchone()
+            if oldest is None or now_ms - oldest < republish_ms:
+                return 0
+            cur = self._db.execute(
+                "UPDATE message SET acked_ms = NULL WHERE stream = 'tx' AND acked_ms IS NOT NULL"
+            )
+            return cur.rowcount
+
+    def depth(self) -> Depth:
+        """Counts and bytes waiting in the outbox."""
+        per = dict.fromkeys(STREAMS, 0)
+        for stream, n in self._db.execute(
+            "SELECT stream, count(*) FROM message GROUP BY stream"
+        ).fetchall():
+            per[stream] = n
+        unpublished, size, oldest = self._db.execute(
+            "SELECT count(*), (SELECT coalesce(sum(length(payload)), 0) FROM message), "
+            "min(ts_ms) FROM message WHERE acked_ms IS NULL"
+        ).fetchone()
+        return Depth(messages=per, unpublished=unpublished, payload_bytes=size, oldest_ts_ms=oldest)
+
+    def last_publish_ms(self) -> int | None:
+        """When the broker last acknowledged a message, unix ms."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'last_publish_ms'").fetchone()
+        return int(row[0]) if row else None
+
+    def next_seq(self, stream: str) -> int | None:
+        """The seq the next message of `stream` will get."""
+        row = self._db.execute("SELECT next FROM seq WHERE stream = ?", (stream,)).fetchone()
+        return int(row[0]) if row else None
+
+    def enforce_quota(self, quota_bytes: int, interval_ms: int) -> int:
+        """Thin old telemetry until payload bytes fit the quota (see `edge.retention`).
+
+        Returns:
+            How many telemetry messages were dropped.
+        """
+        (total,) = self._db.execute(
+            "SELECT coalesce(sum(length(payload)), 0) FROM message"
+        ).fetchone()
+        if total <= quota_bytes:
+            return 0
+        rows = [
+            TelemetryRow(r[0], r[1], r[2], r[3])
+            for r in self._db.execute(
+                "SELECT id, device, ts_ms, length(payload) FROM message "
+                "WHERE stream = 'telemetry' ORDER BY id"
+            ).fetchall()
+        ]
+        doomed = thinning_plan(rows, total - quota_bytes, interval_ms)
+        with self._tx():
+            for start in range(0, len(doomed), 500):
+                chunk = doomed[start : start + 500]
+                self._db.execute(
+                    f"DELETE FROM message WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                    chunk,
+                )
+        return len(doomed)
+
+
+class _Transaction:
+    """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+
+
+class OutboxThread:
+    """Runs every call on an `Outbox` in one worker thread, so fsyncs never block the loop."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        """Own `outbox` from now on (close it through `close`)."""
+        self.outbox = outbox
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn(*args, **kwargs)` in the outbox thread and await its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        """Finish queued calls, then close the database."""
+        self._pool.shutdown(wait=True)
+        self.outbox.close()
