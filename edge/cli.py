@@ -162,3 +162,56 @@ def add_status_parser(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the status as one JSON object")
     p.set_defaults(func=run_status)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Handler of `gtx edge check`: validate a config (and its key) without running anything."""
+    from edge.config import buses, load_settings
+    from wire.keys import load_key, public_hex
+
+    try:
+        settings = load_settings(Path(args.config))
+    except ConfigError as exc:
+        return _fail("check", str(exc), 2)
+    gateway: str | None = None
+    key_problem = ""
+    try:
+        gateway = public_hex(load_key(settings.key_path))
+    except KeyFileError as exc:
+        key_problem = str(exc)
+    by_bus = {bus: [d.name for d in devs] for bus, devs in buses(settings).items()}
+    summary = {
+        "config": str(args.config),
+        "gateway": gateway,
+        "chain": settings.chain,
+        "zone": settings.zone,
+        "devices": len(settings.devices),
+        "buses": by_bus,
+        "key_problem": key_problem or None,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{args.config}: valid; {len(settings.devices)} devices on {len(by_bus)} buses")
+        for bus, names in by_bus.items():
+            print(f"  {bus}: {', '.join(names)}")
+    if key_problem and not args.no_key:
+        return _fail("check", key_problem, 2)
+    return 0
+
+
+def add_check_parser(sub: Any) -> None:
+    """Register `gtx edge check`."""
+    p = sub.add_parser(
+        "check",
+        help="validate a gateway config file without running it",
+        description=(
+            "Parse and validate a gateway config the way `gtx edge run` does, check that its "
+            "key file can be loaded, and print the devices grouped by bus. Exit 0 when valid, "
+            "2 with the key and the fix when not. Installers run it before (re)starting."
+        ),
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="edge.toml to check")
+    p.add_argument("--no-key", action="store_true", help="do not require the key file to exist yet")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run_check)

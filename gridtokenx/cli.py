@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     edge_commands.add_scan_parser(edge_sub)
     edge_cli.add_run_parser(edge_sub)
     edge_cli.add_status_parser(edge_sub)
+    edge_cli.add_check_parser(edge_sub)
+    edge_commands.add_pubkey_parser(edge_sub)
     verify.add_verify_parser(sub)
     demo.add_demo_parser(sub)
     for module, func, command, extra in _AREAS:

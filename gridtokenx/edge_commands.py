@@ -56,6 +56,27 @@ def add_keygen_parser(sub: Any) -> None:
     p.set_defaults(func=run_keygen)
 
 
+def run_pubkey(args: argparse.Namespace) -> int:
+    """Handler of `gtx edge pubkey`."""
+    try:
+        key = load_key(Path(args.key))
+    except KeyFileError as exc:
+        return _fail("pubkey", str(exc), 2)
+    print(public_hex(key))
+    return 0
+
+
+def add_pubkey_parser(sub: Any) -> None:
+    """Register `gtx edge pubkey`."""
+    p = sub.add_parser(
+        "pubkey",
+        help="print the public key of a key file",
+        description="Print the 64-hex public key (the gateway's identity) of an existing key file.",
+    )
+    p.add_argument("--key", required=True, metavar="KEYFILE", help="key file (gtx edge keygen)")
+    p.set_defaults(func=run_pubkey)
+
+
 def _add_transport_args(p: argparse.ArgumentParser, *, iec: bool) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", metavar="HOST:PORT", help="Modbus TCP device or gateway")
