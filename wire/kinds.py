@@ -240,3 +240,33 @@ class Command(Body):
             raise InvalidField("value", f"curtail_pct must be 0..100, got {self.value}")
         if self.action == "release" and self.value != 0:
             raise InvalidField("value", "must be 0 for release")
+
+
+CERT_ID = r"cert:[0-9]{1,16}:[0-9]{8}|[0-9a-f]{64}"
+CERT_ID_HINT = "a certificate id ('cert:<trade id>' or the 64-hex id of a split-off part)"
+
+
+@message_kind("cert_transfer", stream="tx")
+@dataclass(frozen=True, slots=True)
+class CertTransfer(Body):
+    """Give part or all of the unclaimed energy of one's certificate to another account."""
+
+    cert: str = text(CERT_ID, CERT_ID_HINT)
+    """Certificate id."""
+    to: str = text(HEX64, HEX64_HINT)
+    """Recipient account."""
+    energy_wh: int = integer(1, MAX_ENERGY_WH)
+    """Wh to transfer (split off as a new certificate when less than the whole)."""
+
+
+@message_kind("claim", stream="tx")
+@dataclass(frozen=True, slots=True)
+class Claim(Body):
+    """Claim (retire) renewable energy of one's certificate; every Wh can be claimed once."""
+
+    cert: str = text(CERT_ID, CERT_ID_HINT)
+    """Certificate id."""
+    energy_wh: int = integer(1, MAX_ENERGY_WH)
+    """Wh to claim."""
+    beneficiary: str = text(r"[^\x00-\x1f]{0,140}", "at most 140 printable characters")
+    """On whose behalf the energy is claimed, for people (may be empty)."""

@@ -84,6 +84,8 @@ def sample_bodies() -> list[Body]:
             value=40,
             valid_until=TS + 3_600_000,
         ),
+        kinds.CertTransfer(cert="cert:42:00000001", to=owner, energy_wh=1200),
+        kinds.Claim(cert="cert:42:00000001", energy_wh=300, beneficiary="Wat Arun solar pledge"),
     ]
 
 

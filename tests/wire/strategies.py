@@ -82,6 +82,18 @@ bodies: st.SearchStrategy[Body] = st.one_of(
     ),
     st.builds(kinds.Vote, proposal=hex64, yes=st.booleans()),
     st.builds(
+        kinds.CertTransfer,
+        cert=st.integers(0, 10**16 - 1).map(lambda n: f"cert:{n}:00000001") | hex64,
+        to=hex64,
+        energy_wh=st.integers(1, 2**53),
+    ),
+    st.builds(
+        kinds.Claim,
+        cert=hex64,
+        energy_wh=st.integers(1, 2**53),
+        beneficiary=st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF), max_size=40),
+    ),
+    st.builds(
         kinds.Command,
         scope=st.just("zone"),
         target=zone,
