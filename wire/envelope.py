@@ -17,12 +17,12 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from wire import canonical, kinds
+from wire import canonical, consensus, kinds
 from wire.errors import InvalidField, InvalidMessage, UnknownKind, WrongChain
 from wire.keys import public_hex, verify
 from wire.struct import KINDS, Body
 
-__all__ = ["DOMAIN", "Envelope", "from_obj", "kinds", "parse", "sign"]
+__all__ = ["DOMAIN", "Envelope", "consensus", "from_obj", "kinds", "parse", "sign"]
 
 DOMAIN = b"gridtokenx/v1\n"
 """Prefix of every signed byte string: a GridTokenX signature means nothing elsewhere."""

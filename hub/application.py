@@ -1,0 +1,111 @@
+"""The deterministic application interface consensus drives, and the types it exchanges.
+
+Consensus orders blocks; the application gives them meaning. The contract:
+
+* `execute(ctx, txs)` is a pure function of the committed state, the block context and the
+  transactions: same inputs, same `Execution` (state hash, per-transaction results) on every
+  validator. It must not change the committed state: a proposed block may never commit.
+* `commit(execution)` adopts the post-state of an `Execution` this application returned for
+  the block just finalized (execution-specs' begin/commit: execute on a snapshot, then
+  commit or drop it as a unit).
+* `check_tx` decides mempool admission against the committed state; it raises `TxRejected`.
+* `snapshot()`/`restore()` round-trip the committed state as bytes; the chain store writes the
+  snapshot in the same SQLite transaction as the block, so a restarted validator resumes with
+  the exact state hash without replaying anything.
+
+The state machine issue plugs in by implementing `Application` and passing a factory
+(`Callable[[Genesis], Application]`) to the node (`hub.node.Node(app_factory=...)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from wire.consensus import EnergySummary, Evidence
+from wire.envelope import Envelope
+
+__all__ = ["Application", "BlockContext", "Execution", "TxResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    """What a block tells the application besides its transactions."""
+
+    chain: str
+    """Chain id."""
+    height: int
+    """Height of the block being executed."""
+    time_ms: int
+    """Block time (proposer's clock, strictly increasing), unix ms."""
+    proposer: str
+    """Public key of the validator that built the block."""
+    validators: tuple[str, ...]
+    """Validator set signing this block, sorted."""
+    evidence: tuple[Evidence, ...]
+    """Equivocation evidence committed by this block (verified by consensus)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult:
+    """Outcome of one transaction in a block."""
+
+    tx_id: str
+    """Transaction id (SHA-256 hex of its envelope)."""
+    ok: bool
+    """True when it took effect."""
+    reason: str = ""
+    """Why it failed (empty when `ok`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """The result of executing a block on the committed state, not yet committed."""
+
+    state_hash: str
+    """State hash after the block, 64 hex; goes in the block header."""
+    results: tuple[TxResult, ...]
+    """One result per transaction, in block order."""
+    energy: EnergySummary
+    """Interval totals for the header."""
+    validators: tuple[str, ...]
+    """Sorted validator set for the next height (governance may change it)."""
+    post_state: object
+    """Opaque post-state for `Application.commit`; consensus never looks inside."""
+
+
+class Application(Protocol):
+    """A deterministic state machine driven by consensus. Every method is pure of I/O."""
+
+    def state_hash(self) -> str:
+        """Hash of the committed state, 64 hex."""
+        ...
+
+    def validators(self) -> tuple[str, ...]:
+        """Sorted validator set for the next block."""
+        ...
+
+    def check_tx(self, tx: Envelope) -> None:
+        """Admission check against the committed state (signature already verified).
+
+        Raises:
+            TxRejected: with a reason the sender can act on.
+        """
+        ...
+
+    def execute(self, ctx: BlockContext, txs: Sequence[Envelope]) -> Execution:
+        """Execute a block on a copy of the committed state; never changes it."""
+        ...
+
+    def commit(self, execution: Execution) -> None:
+        """Adopt the post-state of an `Execution` returned by this application's `execute`."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """The committed state as bytes (canonical JSON is a good choice)."""
+        ...
+
+    def restore(self, snapshot: bytes) -> None:
+        """Replace the committed state by one `snapshot()` returned."""
+        ...
