@@ -1,0 +1,167 @@
+"""`hub.toml`: one validator's settings, parsed once at start into a frozen `Settings`.
+
+```toml
+[node]
+key = "validator.key"        # relative paths are relative to this file's directory
+genesis = "genesis.json"
+data_dir = "."               # chain.db lives here
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[api]
+host = "127.0.0.1"
+port = 8600
+[peers]
+urls = ["http://127.0.0.1:8601", "http://127.0.0.1:8602"]
+[mempool]
+max_txs = 50000
+```
+Consensus timing is not here: it is a chain parameter (genesis `params`, prefix `bft_`),
+identical on every validator.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from hub.consensus.params import Params
+from hub.errors import ConfigError
+from hub.genesis import Genesis
+
+__all__ = ["MqttUrl", "Settings", "consensus_params", "load_settings"]
+
+PARAM_PREFIX = "bft_"
+
+
+@dataclass(frozen=True, slots=True)
+class MqttUrl:
+    """Where the broker is."""
+
+    host: str
+    """Host name or address."""
+    port: int
+    """TCP port."""
+
+    @classmethod
+    def parse(cls, url: str) -> MqttUrl:
+        """Parse `mqtt://host:port`.
+
+        Raises:
+            ConfigError: not an mqtt:// URL with a host.
+        """
+        parts = urlsplit(url)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise ConfigError("mqtt.url", f"must look like mqtt://127.0.0.1:1883, got {url!r}")
+        try:
+            port = parts.port or 1883
+        except ValueError as exc:
+            raise ConfigError("mqtt.url", f"bad port in {url!r}") from exc
+        return cls(parts.hostname, port)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything one validator (or follower) needs to run."""
+
+    config_path: Path
+    """The hub.toml it came from."""
+    key_path: Path
+    """Validator key file (0600)."""
+    genesis: Genesis
+    """The chain's genesis."""
+    data_dir: Path
+    """Directory of chain.db."""
+    mqtt: MqttUrl
+    """Broker."""
+    api_host: str
+    """HTTP API bind address."""
+    api_port: int
+    """HTTP API port."""
+    peers: tuple[str, ...]
+    """Base URLs of other validators' APIs, for block sync."""
+    mempool_max_txs: int
+    """Most pending transactions kept."""
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite chain store."""
+        return self.data_dir / "chain.db"
+
+
+def consensus_params(genesis: Genesis) -> Params:
+    """Consensus timing from genesis parameters `bft_<name>` (defaults from `Params`).
+
+    Raises:
+        ConfigError: a value is not a positive integer.
+    """
+    values: dict[str, Any] = {}
+    for f in fields(Params):
+        name = PARAM_PREFIX + f.name
+        if name in genesis.params:
+            values[f.name] = genesis.params[name]
+    return Params(**values)
+
+
+def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(name, "must be a table")
+    return value
+
+
+def _get(table: dict[str, Any], section: str, key: str, kind: type, default: Any) -> Any:
+    value = table.get(key, default)
+    if value is None:
+        raise ConfigError(f"{section}.{key}", "is required")
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{section}.{key}", f"must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and check a hub.toml (and the genesis file it names).
+
+    Raises:
+        ConfigError: naming the key and what to write instead.
+    """
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError("", f"{path} does not exist; create it with `gtx hub init`") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"cannot read {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path} is not valid TOML: {exc}") from exc
+    base = path.parent
+    node, mqtt, api = _table(doc, "node"), _table(doc, "mqtt"), _table(doc, "api")
+    peers, mempool = _table(doc, "peers"), _table(doc, "mempool")
+    genesis_path = base / _get(node, "node", "genesis", str, "genesis.json")
+    try:
+        genesis = Genesis.from_bytes(genesis_path.read_bytes())
+    except OSError as exc:
+        raise ConfigError("node.genesis", f"cannot read {genesis_path}: {exc.strerror}") from exc
+    port = _get(api, "api", "port", int, 8600)
+    if not 0 <= port <= 65535:
+        raise ConfigError("api.port", f"must be 0..65535, got {port}")
+    urls = _get(peers, "peers", "urls", list, [])
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError("peers.urls", f"each must be an http(s) URL, got {url!r}")
+    max_txs = _get(mempool, "mempool", "max_txs", int, 50_000)
+    if max_txs < 1:
+        raise ConfigError("mempool.max_txs", "must be at least 1")
+    consensus_params(genesis)  # fail at start, not at the first timeout
+    return Settings(
+        config_path=path,
+        key_path=base / _get(node, "node", "key", str, "validator.key"),
+        genesis=genesis,
+        data_dir=base / _get(node, "node", "data_dir", str, "."),
+        mqtt=MqttUrl.parse(_get(mqtt, "mqtt", "url", str, "mqtt://127.0.0.1:1883")),
+        api_host=_get(api, "api", "host", str, "127.0.0.1"),
+        api_port=port,
+        peers=tuple(u.rstrip("/") for u in urls),
+        mempool_max_txs=max_txs,
+    )

@@ -1,0 +1,158 @@
+"""`init_network`: create a local network of N validators in one directory (`gtx hub init`).
+
+```
+DIR/genesis.json
+DIR/v0/validator.key  DIR/v0/hub.toml  DIR/v0/genesis.json
+...
+DIR/v{N-1}/...
+```
+Each validator gets its own key (mode 0600, the `gtx edge keygen` format), an API port
+(`api_port_base + K`), the other validators as sync peers, and a copy of the shared genesis,
+so every `vK` directory can be copied to its own machine as is. The validators of a local
+network also hold the installer and authority roles (genesis `authorities`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub.errors import ConfigError
+from hub.genesis import Genesis
+from wire.keys import generate_key, public_hex, save_key
+
+__all__ = ["LocalNetwork", "init_network", "write_config"]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalNetwork:
+    """What `init_network` created."""
+
+    directory: Path
+    """The network directory."""
+    genesis: Genesis
+    """The shared genesis."""
+    keys: tuple[str, ...]
+    """Public key of each validator, by index (vK holds keys[K])."""
+    configs: tuple[Path, ...]
+    """hub.toml of each validator, by index."""
+    api_urls: tuple[str, ...]
+    """API base URL of each validator, by index."""
+
+    def to_json(self) -> dict[str, object]:
+        """Summary for `gtx hub init` output."""
+        return {
+            "chain": self.genesis.chain,
+            "directory": str(self.directory),
+            "genesis_hash": self.genesis.hash(),
+            "validators": [
+                {"index": i, "key": key, "config": str(cfg), "api": url}
+                for i, (key, cfg, url) in enumerate(
+                    zip(self.keys, self.configs, self.api_urls, strict=True)
+                )
+            ],
+        }
+
+
+def write_config(
+    path: Path,
+    *,
+    mqtt_url: str,
+    api_port: int,
+    peers: list[str],
+    key: str = "validator.key",
+    genesis: str = "genesis.json",
+    data_dir: str = ".",
+    api_host: str = "127.0.0.1",
+) -> None:
+    """Write one hub.toml."""
+    path.write_text(
+        "# GridTokenX hub node; see docs/consensus.md\n"
+        "[node]\n"
+        f"key = {json.dumps(key)}\n"
+        f"genesis = {json.dumps(genesis)}\n"
+        f"data_dir = {json.dumps(data_dir)}\n\n"
+        "[mqtt]\n"
+        f"url = {json.dumps(mqtt_url)}\n\n"
+        "[api]\n"
+        f"host = {json.dumps(api_host)}\n"
+        f"port = {api_port}\n\n"
+        "[peers]\n"
+        f"urls = {json.dumps(peers)}\n\n"
+        "[mempool]\n"
+        "max_txs = 50000\n",
+        encoding="utf-8",
+    )
+
+
+def init_network(
+    directory: Path,
+    *,
+    validators: int,
+    chain: str,
+    mqtt_url: str = "mqtt://127.0.0.1:1883",
+    api_port_base: int = 8600,
+    fund: Mapping[str, int] | None = None,
+    interval_s: int = 900,
+    params: Mapping[str, int] | None = None,
+    time_ms: int = 0,
+) -> LocalNetwork:
+    """Create keys, configs and the genesis of a local network.
+
+    Args:
+        directory: where to create it (must not hold a network already).
+        validators: how many validators (4 tolerates 1 fault, 7 tolerates 2).
+        chain: chain id.
+        mqtt_url: broker every node connects to.
+        api_port_base: validator K serves its API on this port + K.
+        fund: initial balances in satang by account key.
+        interval_s: market delivery interval in seconds (chain parameter `interval_ms`).
+        params: further chain parameters (e.g. `bft_heartbeat_ms`).
+        time_ms: genesis time, unix ms.
+
+    Raises:
+        ConfigError: bad arguments, or the directory already holds a network.
+    """
+    if not 1 <= validators <= 100:
+        raise ConfigError("--validators", f"must be 1..100, got {validators}")
+    if not 1 <= api_port_base <= 65535 - validators:
+        raise ConfigError("--api-port-base", f"must leave room for {validators} ports")
+    if interval_s < 1:
+        raise ConfigError("--interval-s", "must be at least 1 second")
+    if (directory / "genesis.json").exists():
+        raise ConfigError("--dir", f"{directory} already holds a network; choose another --dir")
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = []
+    for i in range(validators):
+        vdir = directory / f"v{i}"
+        vdir.mkdir(exist_ok=True)
+        key = generate_key()
+        save_key(key, vdir / "validator.key")
+        keys.append(public_hex(key))
+    chain_params = {"interval_ms": interval_s * 1000, **(params or {})}
+    genesis = Genesis(
+        chain=chain,
+        time_ms=time_ms,
+        validators=tuple(sorted(keys)),
+        authorities=tuple(sorted(keys)),
+        balances=dict(fund or {}),
+        params=chain_params,
+    )
+    data = genesis.to_bytes()
+    (directory / "genesis.json").write_bytes(data)
+    urls = [f"http://127.0.0.1:{api_port_base + i}" for i in range(validators)]
+    configs = []
+    for i in range(validators):
+        vdir = directory / f"v{i}"
+        (vdir / "genesis.json").write_bytes(data)
+        cfg = vdir / "hub.toml"
+        write_config(
+            cfg,
+            mqtt_url=mqtt_url,
+            api_port=api_port_base + i,
+            peers=[u for j, u in enumerate(urls) if j != i],
+        )
+        configs.append(cfg)
+    return LocalNetwork(directory, genesis, tuple(keys), tuple(configs), tuple(urls))

@@ -1,0 +1,139 @@
+"""`Mempool`: verified transactions waiting for a block. Pure and in memory.
+
+Admission: the caller has verified the envelope (signature, chain); the mempool refuses
+duplicates, non-transactions and what the application's `check_tx` refuses, and holds at most
+`max_txs`. Proposal order: senders round-robin in order of their oldest pending transaction,
+each sender's transactions by `seq`, so one busy gateway cannot starve the others and a
+sender's transactions never overtake each other. After a block commits, included
+transactions leave and the remaining ones of the same senders are re-checked.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from hub.application import Application, Execution
+from hub.errors import MempoolFull, TxRejected
+from wire.consensus import Block
+from wire.envelope import Envelope
+
+__all__ = ["Mempool"]
+
+REJECTED_MEMORY = 10_000
+"""How many recent rejections `rejected()` remembers."""
+RECHECK_ALL = 2_000
+"""Up to this many pending transactions, all are re-checked after each block (a block may
+carry a sender's transaction this pool never saw); above it, only the block's senders'."""
+
+
+class Mempool:
+    """Pending transactions of one validator."""
+
+    def __init__(self, app: Application, max_txs: int = 50_000) -> None:
+        """Start empty; `app` decides admission."""
+        self.app = app
+        self.max_txs = max_txs
+        self._by_id: dict[str, Envelope] = {}
+        self._by_sender: dict[str, dict[int, str]] = {}
+        self._order: OrderedDict[str, None] = OrderedDict()
+        self._rejected: OrderedDict[str, str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def has_txs(self) -> bool:
+        """True when anything waits."""
+        return bool(self._by_id)
+
+    def get(self, tx_id: str) -> Envelope | None:
+        """A pending transaction by id (also the chain's verified-tx lookup)."""
+        return self._by_id.get(tx_id)
+
+    def rejected(self, tx_id: str) -> str | None:
+        """Why a recent transaction was refused or dropped, if it was."""
+        return self._rejected.get(tx_id)
+
+    def _reject(self, tx_id: str, reason: str) -> None:
+        self._rejected[tx_id] = reason
+        self._rejected.move_to_end(tx_id)
+        while len(self._rejected) > REJECTED_MEMORY:
+            self._rejected.popitem(last=False)
+
+    def add(self, env: Envelope, tx_id: str | None = None) -> bool:
+        """Admit a verified envelope.
+
+        Returns:
+            False if it was already pending, True if admitted.
+
+        Raises:
+            TxRejected: not a transaction, refused by the application, or the sender already
+                has another pending transaction with this seq.
+            MempoolFull: the pool holds `max_txs`.
+        """
+        tid = tx_id or env.message_id()
+        if tid in self._by_id:
+            return False
+        try:
+            self.app.check_tx(env)
+        except TxRejected as exc:
+            self._reject(tid, exc.reason)
+            raise
+        seqs = self._by_sender.get(env.sender, {})
+        if env.seq in seqs:
+            reason = f"seq {env.seq} of this sender is already pending in {seqs[env.seq][:16]}…"
+            self._reject(tid, reason)
+            raise TxRejected(reason)
+        if len(self._by_id) >= self.max_txs:
+            raise MempoolFull(f"mempool is full ({self.max_txs} transactions); retry later")
+        self._by_id[tid] = env
+        self._by_sender.setdefault(env.sender, {})[env.seq] = tid
+        if env.sender not in self._order:
+            self._order[env.sender] = None
+        self._rejected.pop(tid, None)
+        return True
+
+    def reap(self, max_txs: int) -> Sequence[Envelope]:
+        """Up to `max_txs` transactions in proposal order."""
+        queues = [
+            [self._by_id[self._by_sender[s][seq]] for seq in sorted(self._by_sender[s])]
+            for s in self._order
+        ]
+        out: list[Envelope] = []
+        depth = 0
+        while len(out) < max_txs:
+            layer = [q[depth] for q in queues if depth < len(q)]
+            if not layer:
+                break
+            out.extend(layer[: max_txs - len(out)])
+            depth += 1
+        return out
+
+    def _remove(self, tx_id: str) -> None:
+        env = self._by_id.pop(tx_id, None)
+        if env is None:
+            return
+        seqs = self._by_sender.get(env.sender)
+        if seqs is not None:
+            seqs.pop(env.seq, None)
+            if not seqs:
+                del self._by_sender[env.sender]
+                self._order.pop(env.sender, None)
+
+    def on_commit(self, block: Block, execution: Execution) -> None:
+        """Drop what the block included; re-check the rest of its senders' transactions."""
+        senders: set[str] = set()
+        for result in execution.results:
+            env = self._by_id.get(result.tx_id)
+            if env is not None:
+                senders.add(env.sender)
+            self._remove(result.tx_id)
+        if len(self._by_id) <= RECHECK_ALL:
+            senders = set(self._by_sender)
+        for sender in senders:
+            for tid in list(self._by_sender.get(sender, {}).values()):
+                try:
+                    self.app.check_tx(self._by_id[tid])
+                except TxRejected as exc:
+                    self._remove(tid)
+                    self._reject(tid, exc.reason)

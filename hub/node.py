@@ -1,0 +1,433 @@
+"""`Node`: the asyncio shell around a consensus core (validator `Replica` or `Follower`).
+
+It reads MQTT messages, timer events, HTTP submissions and synced blocks, calls the core,
+and performs the returned actions in order: write-ahead record to SQLite before a message
+leaves, messages to the MQTT outbox, timers on the event loop, finalized blocks to SQLite,
+sync requests to the sync task. Everything runs on one event loop, so the core is only ever
+called from one place at a time; calls into the core and the actions they return are
+performed synchronously, without awaiting in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import uvicorn
+
+from hub.api import create_app
+from hub.application import Application
+from hub.config import Settings, consensus_params
+from hub.consensus.action import Action, Broadcast, Committed, Persist, SetTimer, Sync
+from hub.consensus.block import tx_id
+from hub.consensus.chain import Chain
+from hub.consensus.follower import Follower
+from hub.consensus.replica import Replica
+from hub.errors import ConfigError, HubError, InvalidBlock, StoreError, SyncError, TxRejected
+from hub.genesis import Genesis
+from hub.ledger import TransferLedger
+from hub.mempool import Mempool
+from hub.store import ChainStore
+from hub.sync import fetch_blocks, peer_heights
+from hub.transport import Topics, Transport
+from wire import canonical
+from wire.consensus import BftBlock, Block, Commit
+from wire.envelope import Envelope, from_obj
+from wire.errors import InvalidMessage
+from wire.keys import generate_key, load_key, public_hex
+
+__all__ = ["Node", "now_ms"]
+
+log = logging.getLogger("gtx.hub")
+
+MAX_CONSENSUS_BYTES = 32 * 1024 * 1024
+"""Largest consensus message accepted (a proposal carries a whole block)."""
+MAX_TX_BYTES = 65_536
+SYNC_BATCH = 200
+
+AppFactory = Callable[[Genesis], Application]
+
+
+def now_ms() -> int:
+    """Wall clock, unix ms."""
+    return time.time_ns() // 1_000_000
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the node owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Node:
+    """One hub node: validator (votes) or follower (verifies only)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        follower: bool = False,
+        app_factory: AppFactory = TransferLedger,
+    ) -> None:
+        """Open the store, restore the application and the consensus state.
+
+        Raises:
+            ConfigError: the key is not a validator's (and `follower` is off).
+            StoreError: the store is unusable or disagrees with the application.
+        """
+        self.settings = settings
+        genesis = settings.genesis
+        self.chain_id = genesis.chain
+        self.params = consensus_params(genesis)
+        self.follower = follower
+        if follower and not settings.key_path.exists():
+            key = generate_key()  # a follower signs nothing; it only needs an MQTT identity
+        else:
+            key = load_key(settings.key_path)
+        self.me = public_hex(key)
+        if not follower and self.me not in genesis.validators:
+            raise ConfigError(
+                "node.key",
+                f"{settings.key_path} ({self.me[:12]}…) is not in the genesis validator set; "
+                "use a validator's key or run with --follower",
+            )
+        app = app_factory(genesis)
+        genesis_state = app.state_hash()
+        self.store = ChainStore(settings.db_path, genesis)
+        snapshot = self.store.app_snapshot()
+        if snapshot is not None:
+            app.restore(snapshot)
+        head = self.store.head(genesis_state)
+        if head.state_hash != app.state_hash():
+            raise StoreError(
+                f"{settings.db_path}: application state {app.state_hash()[:12]}… does not "
+                f"match the stored head's {head.state_hash[:12]}…; the store is corrupt"
+            )
+        self.app = app
+        self.mempool = Mempool(app, settings.mempool_max_txs)
+        self.chain = Chain(
+            genesis.chain,
+            app,
+            head,
+            max_future_ms=self.params.max_future_ms,
+            tx_lookup=self.mempool.get,
+        )
+        self.core: Replica | Follower
+        if follower:
+            self.core = Follower(self.chain, self.mempool, self.params)
+        else:
+            wal = self.store.wal()
+            self.core = Replica(
+                key, self.chain, self.mempool, self.params, wal=wal, seq=now_ms() * 1000
+            )
+        self.topics = Topics(genesis.chain)
+        client_id = f"gtx-hub-{genesis.chain}-{self.me[:16]}"[:64]
+        self.transport = Transport(settings.mqtt, client_id, self.topics, self._on_mqtt)
+        self.syncing = False
+        self.fatal: BaseException | None = None
+        self._sync_wanted = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.commits = 0
+        self._started = False
+
+    # ------------------------------------------------------------------ core driving
+
+    def _drive(self, call: Callable[[int], list[Action]]) -> None:
+        if self.fatal is not None:
+            return
+        try:
+            actions = call(now_ms())
+            self._perform(actions)
+        except (InvalidBlock, StoreError) as exc:
+            log.critical("stopping: %s", exc)
+            self.fatal = exc
+            self._stop.set()
+
+    def _perform(self, actions: list[Action]) -> None:
+        loop = asyncio.get_running_loop()
+        for action in actions:
+            if isinstance(action, Persist):
+                self.store.save_wal(action.record)
+            elif isinstance(action, Broadcast):
+                topic = (
+                    self.topics.blocks
+                    if action.channel == "blocks"
+                    else self.topics.consensus(self.me)
+                )
+                self.transport.publish(topic, action.message.to_bytes())
+            elif isinstance(action, SetTimer):
+                timeout = action.timeout
+                delay = max(0, action.at_ms - now_ms()) / 1000
+
+                def fire(t: Any = timeout) -> None:
+                    self._drive(lambda now: self.core.on_timeout(t, now))
+
+                handle = loop.call_later(delay, fire)
+                self._timers.add(handle)
+                if len(self._timers) > 1000:
+                    self._timers = {
+                        h for h in self._timers if not h.cancelled() and h.when() > loop.time()
+                    }
+            elif isinstance(action, Committed):
+                self.store.commit_block(
+                    action.block, action.commit, action.execution, action.head, action.snapshot
+                )
+                self.commits += 1
+                h = action.block.header
+                log.info(
+                    "committed block %d %s… (%d txs, round %d)",
+                    h.height,
+                    action.head.hash[:12],
+                    len(action.block.txs),
+                    action.commit.round,
+                )
+            elif isinstance(action, Sync):
+                self._sync_wanted.set()
+
+    # ------------------------------------------------------------------ inbound
+
+    def _parse(self, payload: bytes, limit: int) -> Envelope | None:
+        if len(payload) > limit:
+            log.debug("dropping a %d-byte message (limit %d)", len(payload), limit)
+            return None
+        try:
+            return from_obj(canonical.decode(payload), self.chain_id)
+        except InvalidMessage as exc:
+            log.debug("dropping an invalid message: %s", exc)
+            return None
+
+    def _known_tx(self, tid: str) -> bool:
+        return self.mempool.get(tid) is not None or self.store.tx(tid) is not None
+
+    def _on_mqtt(self, topic: str, payload: bytes) -> None:
+        if topic.startswith(self.topics.root + "/gw/"):
+            with contextlib.suppress(TxRejected):
+                self._on_tx(payload, relay=False)
+            return
+        if topic == self.topics.consensus(self.me):
+            return  # our own messages, echoed by the broker
+        env = self._parse(payload, MAX_CONSENSUS_BYTES)
+        if env is None:
+            return
+        if env.stream == "tx":
+            with contextlib.suppress(TxRejected):
+                self._on_tx(payload, relay=False, env=env)
+            return
+        if env.stream != "consensus":
+            return
+        if not isinstance(env.body, BftBlock):
+            if not self._started or env.sender not in self.chain.head.validators:
+                return  # only validators speak consensus, and only to a node that caught up
+        self._drive(lambda now: self.core.on_message(env, now))
+
+    def _on_tx(self, payload: bytes, *, relay: bool, env: Envelope | None = None) -> str:
+        tid = hashlib.sha256(payload).hexdigest()
+        if env is None and self._known_tx(tid):
+            return tid  # canonical bytes: the payload hash is the tx id; skip re-verifying
+        if env is None:
+            env = self._parse(payload, MAX_TX_BYTES)
+            if env is None:
+                raise TxRejected("not a valid signed message")
+        canonical_bytes = env.to_bytes()
+        tid = tx_id(canonical_bytes.decode("utf-8"))
+        if self.store.tx(tid) is not None:
+            return tid
+        was_empty = not self.mempool.has_txs()
+        if self.mempool.add(env, tid):
+            if relay:
+                self.transport.publish(self.topics.consensus(self.me), canonical_bytes)
+            if was_empty:
+                self._drive(self.core.on_txs)
+        return tid
+
+    # ------------------------------------------------------------------ API view
+
+    def submit(self, data: bytes) -> str:
+        """Verify and admit a transaction from `POST /v1/tx`; relay it to the other validators.
+
+        Raises:
+            InvalidMessage: it does not parse or verify.
+            TxRejected: not a transaction, or refused by the mempool or the application.
+        """
+        env = from_obj(canonical.decode(data), self.chain_id)
+        if env.stream != "tx":
+            raise TxRejected(f"{env.kind} is not a transaction (stream {env.stream})")
+        return self._on_tx(data, relay=True, env=env)
+
+    def status(self) -> dict[str, Any]:
+        """The `GET /v1/status` document."""
+        head = self.chain.head
+        return {
+            "chain": self.chain_id,
+            "node": self.me,
+            "mode": "follower" if self.follower else "validator",
+            "height": head.height,
+            "block_hash": head.hash,
+            "state_hash": head.state_hash,
+            "time_ms": head.time_ms,
+            "validators": list(head.validators),
+            "syncing": self.syncing,
+            "round": self.core.round,
+            "step": self.core.step,
+            "mempool": len(self.mempool),
+            "mqtt_connected": self.transport.connected,
+        }
+
+    def block_json(self, height: int, *, full: bool) -> dict[str, Any] | None:
+        """A stored block as JSON."""
+        found = self.store.block(height)
+        if found is None:
+            return None
+        block, commit, bhash = found
+        out: dict[str, Any] = {
+            "height": height,
+            "hash": bhash,
+            "header": block.header.to_json(),
+            "txs": [tx_id(t) for t in block.txs],
+            "evidence": len(block.evidence),
+            "commit": commit.to_json(),
+        }
+        if full:
+            out["block"] = block.to_json()
+        return out
+
+    def tx_json(self, tid: str) -> dict[str, Any] | None:
+        """Where a transaction is."""
+        if self.mempool.get(tid) is not None:
+            return {"id": tid, "status": "pending"}
+        stored = self.store.tx(tid)
+        if stored is not None:
+            return {
+                "id": tid,
+                "status": "committed" if stored.ok else "rejected",
+                "height": stored.height,
+                "position": stored.position,
+                "ok": stored.ok,
+                "reason": stored.reason,
+                "kind": stored.kind,
+                "sender": stored.sender,
+                "seq": stored.seq,
+            }
+        reason = self.mempool.rejected(tid)
+        if reason is not None:
+            return {"id": tid, "status": "rejected", "reason": reason}
+        return None
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _sync_loop(self) -> None:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            while True:
+                await self._sync_wanted.wait()
+                self._sync_wanted.clear()
+                if not self.settings.peers:
+                    continue
+                start = self.chain.height + 1
+                fetched = 0
+                self.syncing = True
+                try:
+                    async for block, commit in fetch_blocks(
+                        http, self.settings.peers, self.chain_id, start, SYNC_BATCH
+                    ):
+                        before = self.chain.height
+                        self._drive(functools.partial(self._apply_synced, block, commit))
+                        if self.chain.height == before:
+                            break  # not the next block, or its certificate did not hold
+                        fetched += 1
+                except SyncError as exc:
+                    log.debug("sync: %s", exc)
+                finally:
+                    self.syncing = False
+                if fetched:
+                    log.info("synced %d blocks from peers; now at %d", fetched, self.chain.height)
+                if fetched >= SYNC_BATCH:
+                    self._sync_wanted.set()
+                await asyncio.sleep(0.1)
+
+    async def _catch_up(self) -> None:
+        """Before voting, fetch what peers committed while this node was away."""
+        if not self.settings.peers:
+            return
+        async with httpx.AsyncClient(timeout=3.0) as http:
+            while not self._stop.is_set():
+                heights = await peer_heights(http, self.settings.peers, self.chain_id)
+                target = max(heights.values(), default=0)
+                if target <= self.chain.height:
+                    return
+                self.syncing = True
+                before = self.chain.height
+                try:
+                    async for block, commit in fetch_blocks(
+                        http, self.settings.peers, self.chain_id, before + 1, SYNC_BATCH
+                    ):
+                        height = self.chain.height
+                        self._drive(functools.partial(self._apply_synced, block, commit))
+                        if self.chain.height == height:
+                            break
+                except SyncError as exc:
+                    log.warning("catching up: %s", exc)
+                finally:
+                    self.syncing = False
+                if self.chain.height == before:
+                    return  # peers serve nothing we can apply; consensus will sort it out
+                log.info("caught up to height %d", self.chain.height)
+
+    def _apply_synced(self, block: Block, commit: Commit, now: int) -> list[Action]:
+        return self.core.on_block(block, commit, now)
+
+    def stop(self) -> None:
+        """Ask `run` to return (SIGTERM handler)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until `stop()`; raise the fatal error if the node had to stop on one.
+
+        Raises:
+            HubError: the node hit a store error or diverged from the certified chain.
+        """
+        config = uvicorn.Config(
+            create_app(self),
+            host=self.settings.api_host,
+            port=self.settings.api_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        server = _Server(config)
+        tasks = [
+            asyncio.create_task(self.transport.run(), name="mqtt"),
+            asyncio.create_task(server.serve(), name="api"),
+        ]
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            await self._catch_up()
+            self._started = True
+            self._drive(self.core.start)
+            tasks.append(asyncio.create_task(self._sync_loop(), name="sync"))
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise HubError(f"{task.get_name()} task failed: {task.exception()}")
+        finally:
+            server.should_exit = True
+            stopper.cancel()
+            for task in tasks:
+                if task.get_name() != "api":  # uvicorn stops itself on should_exit
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SystemExit, TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+            for handle in self._timers:
+                handle.cancel()
+            self.store.close()
+        if self.fatal is not None:
+            raise HubError(str(self.fatal)) from self.fatal
