@@ -1,0 +1,111 @@
+"""HTTP routes over the committed state machine (FastAPI `APIRouter`), mounted by the hub API.
+
+Interface with the node: `state_router(current)` takes a callable returning the node's
+committed application (`lambda: node.app`). Each request takes one `view()` of it, so a
+response never mixes two heights. A node whose application is not an `EnergyApp` (the
+starter `TransferLedger`) answers 503.
+
+Mount (hub/api.py, inside `create_app`)::
+
+    from hub.state.api import state_router
+    app.include_router(state_router(lambda: node.app))   # NodeView grows an `app` attribute
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from hub.state import queries
+from hub.state.app import EnergyApp
+from hub.state.state import State
+
+__all__ = ["state_router"]
+
+HEX64 = r"^[0-9a-f]{64}$"
+ZONE = r"^[a-z0-9][a-z0-9_/-]{0,255}$"
+
+
+def state_router(current: Callable[[], object]) -> APIRouter:
+    """Routes for accounts, devices, market, settlement, certificates, governance, params."""
+    router = APIRouter(prefix="/v1", tags=["state"])
+
+    def view() -> State:
+        app = current()
+        if not isinstance(app, EnergyApp):
+            raise HTTPException(503, detail="this node does not run the energy state machine")
+        return app.view()
+
+    @router.get("/accounts/{account}")
+    def get_account(account: str) -> dict[str, Any]:
+        """Balance and escrow (satang), committed tx seq, roles, voting weight, gateways."""
+        return queries.account_info(view(), account)
+
+    @router.get("/devices/{gateway}")
+    def get_device(gateway: str) -> dict[str, Any]:
+        """A gateway's registration (owner, zone, devices, suspension) and last reads."""
+        found = queries.device_info(view(), gateway)
+        if found is None:
+            raise HTTPException(404, detail=f"gateway {gateway[:16]}… is not registered")
+        return found
+
+    @router.get("/market/book")
+    def get_book(
+        interval: int = Query(..., description="delivery interval start, unix ms"),
+        zone: str | None = Query(None, pattern=ZONE, description="zone (and sub-zones)"),
+    ) -> dict[str, Any]:
+        """Open offers (cheapest first) and bids (dearest first) of an interval."""
+        return queries.book_view(view(), interval, zone)
+
+    @router.get("/market/orders/{order}")
+    def get_order(order: str) -> dict[str, Any]:
+        """One order by id, whatever its status."""
+        found = queries.order_info(view(), order)
+        if found is None:
+            raise HTTPException(404, detail=f"no order {order[:16]}…")
+        return found
+
+    @router.get("/market/trades")
+    def get_trades(interval: int = Query(..., description="interval start, unix ms")) -> Any:
+        """Trades of an interval in the order they were made."""
+        return queries.trades_of(view(), interval)
+
+    @router.get("/market/price")
+    def get_price(
+        interval: int = Query(..., description="interval start, unix ms"),
+        zone: str = Query(..., pattern=ZONE),
+    ) -> dict[str, Any]:
+        """Reference price: volume-weighted trade price (satang/kWh) of a zone and interval."""
+        return queries.reference_price(view(), interval, zone)
+
+    @router.get("/settlements")
+    def get_settlements(interval: int = Query(..., description="interval start, unix ms")) -> Any:
+        """Settlement records of an interval's trades (empty until settled)."""
+        return queries.settlements_of(view(), interval)
+
+    @router.get("/statements/{interval}")
+    def get_statement(interval: int) -> dict[str, Any]:
+        """The statement of a settled interval and its hash (what validators sign)."""
+        found = queries.statement_of(view(), interval)
+        if found is None:
+            raise HTTPException(404, detail=f"interval {interval} is not settled yet")
+        return found
+
+    @router.get("/certificates")
+    def get_certificates(owner: str | None = Query(None, pattern=HEX64)) -> Any:
+        """Renewable energy certificates (of one owner)."""
+        return queries.certificates_of(view(), owner)
+
+    @router.get("/proposals")
+    def get_proposals() -> Any:
+        """Governance proposals with their votes and outcome."""
+        return queries.proposals_view(view())
+
+    @router.get("/params")
+    def get_params() -> dict[str, Any]:
+        """Chain parameters, per-zone feeder capacities, validator set."""
+        return queries.params_view(view())
+
+    return router
