@@ -20,6 +20,7 @@ from gridtokenx import __version__, demo, edge_commands, verify
 _AREAS = (
     ("hw.sim.cli", "add_sim_parser", "sim", "edge"),
     ("hub.cli", "add_hub_parser", "hub", "hub"),
+    ("hub.state.txcli", "add_tx_parser", "tx", "hub"),
 )
 
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from hub.errors import MempoolFull, TxRejected
+from hub.state.api import state_router
 from wire.errors import InvalidMessage
 
 __all__ = ["NodeView", "create_app"]
@@ -55,7 +56,10 @@ def create_app(node: NodeView) -> FastAPI:
     app = FastAPI(
         title="GridTokenX hub",
         version="1",
-        description="Validator and follower API: chain status, blocks, transactions.",
+        description=(
+            "Validator and follower API: chain status, blocks, transactions, accounts, "
+            "devices, market, settlement, certificates, governance."
+        ),
     )
 
     @app.get("/v1/status")
@@ -95,4 +99,7 @@ def create_app(node: NodeView) -> FastAPI:
             return JSONResponse({"reason": str(exc)}, status_code=400)
         return JSONResponse({"id": tx_id, "status": "pending"}, status_code=202)
 
+    # Accounts, devices, market, settlement, certificates, governance: read from the node's
+    # committed application state (503 when the node runs another application).
+    app.include_router(state_router(lambda: getattr(node, "app", None)))
     return app

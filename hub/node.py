@@ -32,8 +32,8 @@ from hub.consensus.follower import Follower
 from hub.consensus.replica import Replica
 from hub.errors import ConfigError, HubError, InvalidBlock, StoreError, SyncError, TxRejected
 from hub.genesis import Genesis
-from hub.ledger import TransferLedger
 from hub.mempool import Mempool
+from hub.state import EnergyApp
 from hub.store import ChainStore
 from hub.sync import fetch_blocks, peer_heights
 from hub.transport import Topics, Transport
@@ -76,7 +76,7 @@ class Node:
         settings: Settings,
         *,
         follower: bool = False,
-        app_factory: AppFactory = TransferLedger,
+        app_factory: AppFactory = EnergyApp,
     ) -> None:
         """Open the store, restore the application and the consensus state.
 
