@@ -10,7 +10,9 @@ pymodbus quirks handled here: the client's own retries are set to 0 (we retry, s
 message can count tries); the per-request timeout lives in `client.comm_params`; after
 `retries + 3` unanswered requests a TCP client drops its connection, so scans raise that
 limit; garbled RTU answers are silently discarded by pymodbus' framer, so received bytes
-are counted to tell "garbage on the line" from "no answer".
+are counted to tell "garbage on the line" from "no answer"; a garbled TCP answer makes
+pymodbus drop the connection, so a read stops trying once the client is disconnected and
+still reports the garbage (`FrameError`), not the disconnect that followed it.
 """
 
 from __future__ import annotations
@@ -340,9 +342,11 @@ async def _read(
             raise
         except (TimeoutError, PymodbusError, OSError) as exc:
             last = exc
-            garbled = bool(counter and counter[0] > before)
-            if isinstance(exc, ConnectionException) and not target.client.connected:
-                break
+            # Sticky: pymodbus drops a TCP connection after a garbled answer, so later tries
+            # fail with "not connected" and must not hide the garbage that caused it.
+            garbled = garbled or bool(counter and counter[0] > before)
+            if not target.client.connected:
+                break  # a dropped connection; the caller reconnects, retrying here cannot
             continue
         if isinstance(result, list):
             return result

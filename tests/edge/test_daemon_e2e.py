@@ -166,10 +166,9 @@ def test_bad_devices_never_stop_others_nor_publish(tmp_path: Path, broker: Broke
         assert states[name]["last_ok_ms"] is None
     assert "DeviceTimeout" in states["m2"]["error_kinds"]
     assert "ModbusException" in states["m3"]["error_kinds"]
-    # pymodbus drops a TCP connection on a garbled frame, so edge.modbus reports the garbage
-    # unit as unreachable; the bus reconnects before the next device's poll.
-    kinds = {"FrameError", "DeviceTimeout", "DeviceUnreachable"}
-    assert set(states["m4"]["error_kinds"]) <= kinds, states["m4"]
+    # pymodbus drops a TCP connection on a garbled frame; the garbage is still what is
+    # reported, and the bus reconnects before the next device's poll.
+    assert set(states["m4"]["error_kinds"]) == {"FrameError"}, states["m4"]
     time.sleep(0.5)
     sub.stop()
     v = verify(sub.snapshot(), gateway)

@@ -102,6 +102,33 @@ async def test_faulty_units_raise_the_right_errors(clock: SteppedClock) -> None:
         assert ok.voltage_dv == sim.devices[1].reading(clock()).voltage_dv
 
 
+@pytest.mark.parametrize("retries", [0, 1, 2])
+async def test_garbled_tcp_answer_is_a_frame_error_on_a_shared_client(
+    clock: SteppedClock, retries: int
+) -> None:
+    """pymodbus drops the connection after a garbled TCP answer: report the garbage, not that.
+
+    The daemon shares one client per endpoint (and lifts pymodbus' no-response limit); with
+    retries the second try used to meet the dropped connection and say "cannot connect".
+    """
+    profile = load_profile("sdm630")
+    async with serve_tcp(profile, units=(1, 4), clock=clock, faults={4: "garbage"}) as sim:
+        client = client_for(parse_transport(sim.url), timeout_s=0.3)
+        assert await client.connect()
+        client.set_max_no_responses(1_000_000)
+        try:
+            with pytest.raises(
+                FrameError, match=r"sdm630 on tcp .* unit 4: garbled answer after 1 tries"
+            ):
+                await read_measurements(
+                    client, profile, 4, timeout_s=0.3, retries=retries, backoff_s=0.01
+                )
+        finally:
+            client.close()
+        ok = await read_measurements(sim.url, profile, 1, timeout_s=0.5)
+        assert ok.voltage_dv == sim.devices[1].reading(clock()).voltage_dv
+
+
 async def test_missing_unit_behind_gateway(clock: SteppedClock) -> None:
     profile = load_profile("sdm120")
     async with serve_tcp(profile, units=(1,), clock=clock) as sim:
