@@ -36,6 +36,8 @@ HOUSEKEEPING_MS = 2000
 """Status file and watchdog period."""
 QUOTA_EVERY = 5
 """Check the outbox quota every this many housekeeping rounds."""
+STOP_SETTLE_S = 3.0
+"""On SIGTERM, how long to wait for the broker to acknowledge what is in flight."""
 
 
 def wall_clock_ms() -> int:
@@ -122,6 +124,13 @@ class Daemon:
                 await stop.wait()
                 log.info("stopping")
                 systemd.notify("STOPPING=1")
+                # Stop polling first, then let in-flight publishes get their PUBACK, so a
+                # routine restart re-sends nothing; what is left waits in the outbox.
+                for task in tasks[: len(self.buses)]:
+                    task.cancel()
+                left = await self.uplink.settle(STOP_SETTLE_S)
+                if left:
+                    log.info("%d messages stay in the outbox for the next start", left)
                 await self.uplink.goodbye()
                 for task in tasks:
                     task.cancel()

@@ -198,6 +198,24 @@ class Uplink:
             # `Outbox.commit_through` is where a committed tx seq lands.
             log.debug("inbox: %s seq %d from %s", env.kind, env.seq, env.sender[:16])
 
+    async def settle(self, timeout_s: float) -> int:
+        """Wait (at most `timeout_s`) until the broker has acknowledged everything queued.
+
+        Called on a clean stop after polling has ended, so a routine restart does not re-send
+        what was already in flight. Returns how many messages are still unacknowledged (they
+        stay in the outbox and go out after the next start).
+        """
+        ob = self.store.outbox
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            left = (await self.store.call(ob.depth)).unpublished
+            if left == 0 or not self.connected:
+                return left
+            if asyncio.get_running_loop().time() >= deadline:
+                return left
+            self.wake.set()
+            await asyncio.sleep(0.05)
+
     async def goodbye(self) -> None:
         """Publish the retained `offline` status before a clean shutdown (best effort)."""
         client = self._client
