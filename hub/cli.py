@@ -36,6 +36,21 @@ def _fund(items: list[str]) -> dict[str, int]:
     return out
 
 
+def _params(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            number = int(value.strip()) if sep else None
+        except ValueError:
+            number = None
+        if not name or number is None:
+            raise ConfigError("--param", f"expected NAME=INTEGER, got {item!r}")
+        out[name] = number
+    return out
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Handler of `gtx hub init`: print the created network as JSON."""
     from hub.localnet import init_network
@@ -44,6 +59,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         params = {}
         if args.heartbeat_ms is not None:
             params["bft_heartbeat_ms"] = args.heartbeat_ms
+        params.update(_params(args.param))
         net = init_network(
             Path(args.dir),
             validators=args.validators,
@@ -52,6 +68,8 @@ def cmd_init(args: argparse.Namespace) -> int:
             api_port_base=args.api_port_base,
             fund=_fund(args.fund),
             interval_s=args.interval_s,
+            gate_closure_s=args.gate_closure_s,
+            grace_s=args.grace_s,
             params=params,
         )
     except (ConfigError, KeyFileError) as exc:
@@ -175,6 +193,31 @@ def add_hub_parser(subparsers: Any) -> None:
         default=900,
         metavar="S",
         help="market delivery interval in seconds (chain parameter; default 900)",
+    )
+    p.add_argument(
+        "--gate-closure-s",
+        type=int,
+        default=None,
+        metavar="S",
+        help="orders for an interval close S seconds before it starts (default: one interval)",
+    )
+    p.add_argument(
+        "--grace-s",
+        type=int,
+        default=None,
+        metavar="S",
+        help="settle an interval S seconds after it ends, for late meter reads (default 300)",
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=INT",
+        help=(
+            "any chain parameter (repeatable), e.g. price_floor=200, bft_propose_ms=500, "
+            "feeder_capacity_wh:pea/sub-1=50000; unknown names and out-of-range values are "
+            "refused (see GET /v1/params and docs/market.md)"
+        ),
     )
     p.add_argument(
         "--heartbeat-ms",

@@ -30,8 +30,9 @@ from urllib.parse import urlsplit
 from hub.consensus.params import Params
 from hub.errors import ConfigError
 from hub.genesis import Genesis
+from hub.state.params import params_from_genesis
 
-__all__ = ["MqttUrl", "Settings", "consensus_params", "load_settings"]
+__all__ = ["MqttUrl", "Settings", "check_genesis_params", "consensus_params", "load_settings"]
 
 PARAM_PREFIX = "bft_"
 
@@ -95,14 +96,35 @@ def consensus_params(genesis: Genesis) -> Params:
     """Consensus timing from genesis parameters `bft_<name>` (defaults from `Params`).
 
     Raises:
-        ConfigError: a value is not a positive integer.
+        ConfigError: an unknown `bft_` name, or a value that is not a positive integer.
     """
+    known = {f.name for f in fields(Params)}
     values: dict[str, Any] = {}
-    for f in fields(Params):
-        name = PARAM_PREFIX + f.name
-        if name in genesis.params:
-            values[f.name] = genesis.params[name]
+    for name, value in genesis.params.items():
+        if not name.startswith(PARAM_PREFIX):
+            continue
+        short = name[len(PARAM_PREFIX) :]
+        if short not in known:
+            raise ConfigError(
+                f"params.{name}",
+                "unknown consensus parameter; known: "
+                + ", ".join(PARAM_PREFIX + k for k in sorted(known)),
+            )
+        values[short] = value
     return Params(**values)
+
+
+def check_genesis_params(genesis: Genesis) -> None:
+    """Refuse a genesis whose parameters the node would not understand or accept.
+
+    Every name must be consensus timing (`bft_<name>`) or a parameter of the energy state
+    machine (`hub.state.params`), and every value within its range.
+
+    Raises:
+        ConfigError: naming the first offending parameter and what it may be.
+    """
+    consensus_params(genesis)
+    params_from_genesis(genesis.params)
 
 
 def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -153,7 +175,7 @@ def load_settings(path: Path) -> Settings:
     max_txs = _get(mempool, "mempool", "max_txs", int, 50_000)
     if max_txs < 1:
         raise ConfigError("mempool.max_txs", "must be at least 1")
-    consensus_params(genesis)  # fail at start, not at the first timeout
+    check_genesis_params(genesis)  # fail at start, naming the parameter, not at first use
     return Settings(
         config_path=path,
         key_path=base / _get(node, "node", "key", str, "validator.key"),

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub.config import check_genesis_params
 from hub.errors import ConfigError
 from hub.genesis import Genesis
 from wire.keys import generate_key, public_hex, save_key
@@ -96,6 +97,8 @@ def init_network(
     api_port_base: int = 8600,
     fund: Mapping[str, int] | None = None,
     interval_s: int = 900,
+    gate_closure_s: int | None = None,
+    grace_s: int | None = None,
     params: Mapping[str, int] | None = None,
     time_ms: int = 0,
 ) -> LocalNetwork:
@@ -108,12 +111,19 @@ def init_network(
         mqtt_url: broker every node connects to.
         api_port_base: validator K serves its API on this port + K.
         fund: initial balances in satang by account key.
-        interval_s: market delivery interval in seconds (chain parameter `interval_ms`).
-        params: further chain parameters (e.g. `bft_heartbeat_ms`).
+        interval_s: market delivery interval in seconds (chain parameter `interval_s`).
+        gate_closure_s: orders for an interval close this long before it starts (chain
+            parameter `gate_closure_s`); None: one interval, as suits a local network.
+        grace_s: wait after an interval ends before settling it (chain parameter
+            `grace_s`); None: the state machine's default.
+        params: further chain parameters by name: consensus timing (`bft_heartbeat_ms`)
+            or state machine parameters (`price_floor`, `feeder_capacity_wh:<zone>`...).
+            A name given here wins over the arguments above.
         time_ms: genesis time, unix ms.
 
     Raises:
-        ConfigError: bad arguments, or the directory already holds a network.
+        ConfigError: bad arguments, an unknown or out-of-range parameter (checked before
+            anything is written), or the directory already holds a network.
     """
     if not 1 <= validators <= 100:
         raise ConfigError("--validators", f"must be 1..100, got {validators}")
@@ -121,6 +131,19 @@ def init_network(
         raise ConfigError("--api-port-base", f"must leave room for {validators} ports")
     if interval_s < 1:
         raise ConfigError("--interval-s", "must be at least 1 second")
+    chain_params = {
+        "interval_s": interval_s,
+        "gate_closure_s": interval_s if gate_closure_s is None else gate_closure_s,
+    }
+    if grace_s is not None:
+        chain_params["grace_s"] = grace_s
+    chain_params.update(params or {})
+    try:
+        check_genesis_params(
+            Genesis(chain=chain, time_ms=time_ms, validators=("0" * 64,), params=chain_params)
+        )
+    except ConfigError as exc:
+        raise ConfigError("--param", f"{exc}") from exc
     if (directory / "genesis.json").exists():
         raise ConfigError("--dir", f"{directory} already holds a network; choose another --dir")
     directory.mkdir(parents=True, exist_ok=True)
@@ -131,7 +154,6 @@ def init_network(
         key = generate_key()
         save_key(key, vdir / "validator.key")
         keys.append(public_hex(key))
-    chain_params = {"interval_ms": interval_s * 1000, **(params or {})}
     genesis = Genesis(
         chain=chain,
         time_ms=time_ms,

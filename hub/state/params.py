@@ -2,8 +2,11 @@
 
 Every parameter is an integer with its unit in its name. Genesis may override any of them
 (`gtx hub init --gate-closure-s 300` writes `gate_closure_s` into genesis params); a
-`param_change` proposal changes one later. Unknown genesis names are left alone (they belong
-to consensus), known ones are range-checked here with a message that names the fix.
+`param_change` proposal changes one later. Genesis names starting with `bft_` belong to
+consensus (`hub.config.consensus_params` checks those); every other name must be one of
+`BOUNDS` or a `feeder_capacity_wh:<zone>` key, and is range-checked here with a message that
+names the fix. An unknown name is refused, never ignored: a typo (or the old `interval_ms`)
+would otherwise silently leave the default in force.
 
 Per-feeder capacities are not flat parameters (a zone path is not a parameter name): genesis
 sets one with the key `feeder_capacity_wh:<zone>`, and an `emergency` proposal on a zone
@@ -13,16 +16,27 @@ changes it (see governance).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hub.errors import ConfigError, TxRejected
 from hub.state.record import Record
 
-__all__ = ["BOUNDS", "FEEDER_PREFIX", "Params", "ceiling_for", "params_from_genesis"]
+__all__ = [
+    "BOUNDS",
+    "CONSENSUS_PREFIX",
+    "FEEDER_PREFIX",
+    "Params",
+    "ceiling_for",
+    "check_param",
+    "params_from_genesis",
+]
 
 FEEDER_PREFIX = "feeder_capacity_wh:"
 """Genesis param key prefix for a per-zone feeder capacity (Wh per interval)."""
+CONSENSUS_PREFIX = "bft_"
+"""Genesis param names with this prefix are consensus timing, not state machine parameters."""
 
 DAY_S = 86_400
 
@@ -149,23 +163,57 @@ BOUNDS: dict[str, tuple[int, int]] = {
 """Allowed range of every parameter (inclusive)."""
 
 
+def _suggest(name: str) -> str:
+    """A hint for an unknown parameter name: the known name it most likely means."""
+    renamed = {"interval_ms": "interval_s (seconds)", "gate_closure_ms": "gate_closure_s"}
+    if name in renamed:
+        return f" (did you mean {renamed[name]}?)"
+    close = difflib.get_close_matches(name, list(BOUNDS), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def check_param(name: str, value: int) -> None:
+    """Check one genesis parameter of the state machine on its own (name and range).
+
+    Raises:
+        ConfigError: naming the parameter, its allowed range, or the known names.
+    """
+    if name.startswith(FEEDER_PREFIX):
+        if not name[len(FEEDER_PREFIX) :] or value < 0:
+            raise ConfigError(f"params.{name}", "needs a zone path and a capacity >= 0 Wh")
+        return
+    if name not in BOUNDS:
+        raise ConfigError(
+            f"params.{name}",
+            f"unknown chain parameter{_suggest(name)}; known: {', '.join(sorted(BOUNDS))}, "
+            f"{FEEDER_PREFIX}<zone>, and consensus timing {CONSENSUS_PREFIX}<name>",
+        )
+    lo, hi = BOUNDS[name]
+    if not lo <= value <= hi:
+        raise ConfigError(f"params.{name}", f"must be in {lo}..{hi}, got {value}")
+
+
 def params_from_genesis(values: Mapping[str, int]) -> tuple[Params, dict[str, int]]:
     """Parameters and per-zone feeder capacities from genesis params.
+
+    Names starting with `bft_` are skipped (consensus timing, checked by the node config).
 
     Returns:
         The parameters (defaults where genesis is silent) and `zone -> capacity Wh`.
 
     Raises:
-        ConfigError: a known parameter is out of range, or a feeder key names no zone.
+        ConfigError: an unknown name, a value out of range, or a cross-parameter rule broken.
     """
-    known = {k: v for k, v in values.items() if k in BOUNDS}
+    known: dict[str, int] = {}
     feeders: dict[str, int] = {}
-    for key, value in values.items():
+    for key, value in sorted(values.items()):
+        if key.startswith(CONSENSUS_PREFIX):
+            continue
+        check_param(key, value)
         if key.startswith(FEEDER_PREFIX):
-            zone = key[len(FEEDER_PREFIX) :]
-            if not zone or value < 0:
-                raise ConfigError(f"params.{key}", "needs a zone path and a capacity >= 0 Wh")
-            feeders[zone] = value
+            feeders[key[len(FEEDER_PREFIX) :]] = value
+        else:
+            known[key] = value
     params = dataclasses.replace(Params(), **known)
     try:
         params.check()

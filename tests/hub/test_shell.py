@@ -69,7 +69,8 @@ def test_init_network_writes_keys_configs_and_one_genesis(tmp_path: Path) -> Non
         assert len(settings.peers) == 3
         assert settings.genesis.balances == fund
         assert set(settings.genesis.authorities) == set(settings.genesis.validators)
-        assert settings.genesis.params["interval_ms"] == 900_000
+        assert settings.genesis.params["interval_s"] == 900
+        assert settings.genesis.params["gate_closure_s"] == 900
     with pytest.raises(ConfigError, match="already holds a network"):
         init_network(tmp_path / "net", validators=4, chain="gtx-local")
 
@@ -97,7 +98,7 @@ def test_cli_init_prints_the_network_and_status_reports_a_dead_node(
     assert out["chain"] == "gtx-cli"
     assert len(out["validators"]) == 4
     g = Genesis.from_bytes((tmp_path / "x" / "genesis.json").read_bytes())
-    assert g.params == {"interval_ms": 60_000, "bft_heartbeat_ms": 2_000}
+    assert g.params == {"interval_s": 60, "gate_closure_s": 60, "bft_heartbeat_ms": 2_000}
     assert (
         hub_main(
             [
@@ -144,7 +145,7 @@ def test_store_round_trips_blocks_head_app_and_wal(tmp_path: Path) -> None:
     block, execution = chain.build(3_000, g.validators[0], [t1, t2])
     cert = _cert(block_hash(block), 1)
     chain.apply(block, cert, execution)
-    store.commit_block(block, cert, execution, chain.head, app.snapshot())
+    store.commit_block(block, cert, execution, chain.head, app.state_changes(execution))
     vote = sign(V[0], CHAIN, BftPrevote(height=2, round=0, block=""), 7, 5)
     store.save_wal(WalRecord(2, 0, -1, "", -1, "", 7, (vote,)))
     store.close()
@@ -152,9 +153,9 @@ def test_store_round_trips_blocks_head_app_and_wal(tmp_path: Path) -> None:
     again = ChainStore(tmp_path / "chain.db", g)
     fresh = TransferLedger(g)
     head = again.head(fresh.state_hash())
-    snapshot = again.app_snapshot()
-    assert snapshot is not None
-    fresh.restore(snapshot)
+    rows = again.app_rows()
+    assert [k for k, _ in rows] == ["ledger"]
+    fresh.restore_rows(rows)
     assert head == chain.head
     assert fresh.state_hash() == head.state_hash
     stored = again.block(1)

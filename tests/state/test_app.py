@@ -82,7 +82,7 @@ def test_genesis_params_checked() -> None:
             chain=CHAIN,
             time_ms=T0,
             validators=(pub("v"),),
-            params={"gate_closure_s": 300, "feeder_capacity_wh:pea/x": 5, "propose_ms": 1000},
+            params={"gate_closure_s": 300, "feeder_capacity_wh:pea/x": 5, "bft_propose_ms": 1000},
         )
     )
     st = app.view()
