@@ -101,5 +101,9 @@ def create_app(node: NodeView) -> FastAPI:
 
     # Accounts, devices, market, settlement, certificates, governance: read from the node's
     # committed application state (503 when the node runs another application).
-    app.include_router(state_router(lambda: getattr(node, "app", None)))
+    app.include_router(
+        state_router(
+            lambda: getattr(node, "app", None), getattr(node, "statement_signatures", None)
+        )
+    )
     return app

@@ -9,9 +9,14 @@ Consensus orders blocks; the application gives them meaning. The contract:
   the block just finalized (execution-specs' begin/commit: execute on a snapshot, then
   commit or drop it as a unit).
 * `check_tx` decides mempool admission against the committed state; it raises `TxRejected`.
-* `snapshot()`/`restore()` round-trip the committed state as bytes; the chain store writes the
-  snapshot in the same SQLite transaction as the block, so a restarted validator resumes with
-  the exact state hash without replaying anything.
+* `state_changes(execution)` names the rows of the committed state a just-committed block
+  changed (row key -> new bytes, None when deleted); the chain store writes them in the same
+  SQLite transaction as the block, and `restore_rows` rebuilds the state from the genesis
+  state and the stored rows, so a restarted validator resumes with the exact state hash
+  without replaying anything, and a block costs disk in proportion to what it changed, not
+  to the size of the state.
+* `snapshot()`/`restore()` round-trip the whole committed state as bytes (tests, tools,
+  and chain stores written before row persistence).
 
 The state machine issue plugs in by implementing `Application` and passing a factory
 (`Callable[[Genesis], Application]`) to the node (`hub.node.Node(app_factory=...)`).
@@ -19,7 +24,7 @@ The state machine issue plugs in by implementing `Application` and passing a fac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -104,6 +109,23 @@ class Application(Protocol):
 
     def snapshot(self) -> bytes:
         """The committed state as bytes (canonical JSON is a good choice)."""
+        ...
+
+    def state_changes(self, execution: Execution) -> Mapping[str, bytes | None]:
+        """Rows of the committed state changed by `execution` (already committed).
+
+        Returns:
+            Row key -> the row's new bytes, or None when the row was deleted. Applying
+            these to the rows stored after the previous block gives the rows after this one.
+        """
+        ...
+
+    def restore_rows(self, rows: Iterable[tuple[str, bytes | None]]) -> None:
+        """Replace the committed state by the genesis state with the stored rows applied.
+
+        Every row `state_changes` ever returned, the latest per key (None: deleted), in any
+        order.
+        """
         ...
 
     def restore(self, snapshot: bytes) -> None:

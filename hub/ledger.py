@@ -8,7 +8,7 @@ number of transactions recorded, and the keys of validators caught equivocating.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hub.application import BlockContext, Execution, TxResult
@@ -145,6 +145,22 @@ class TransferLedger:
     def snapshot(self) -> bytes:
         """Committed state as canonical JSON."""
         return canonical.encode(self._state.to_json())
+
+    def state_changes(self, execution: Execution) -> dict[str, bytes | None]:
+        """The starter ledger is small: one row, the whole state."""
+        del execution
+        return {"ledger": self.snapshot()}
+
+    def restore_rows(self, rows: Iterable[tuple[str, bytes | None]]) -> None:
+        """Load the state from the stored rows (the one `ledger` row).
+
+        Raises:
+            HubError: there is no `ledger` row, or it is unreadable.
+        """
+        found = dict(rows).get("ledger")
+        if found is None:
+            raise HubError("stored application rows hold no `ledger` row")
+        self.restore(found)
 
     def restore(self, snapshot: bytes) -> None:
         """Load a state written by `snapshot`.

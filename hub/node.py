@@ -34,12 +34,13 @@ from hub.errors import ConfigError, HubError, InvalidBlock, StoreError, SyncErro
 from hub.genesis import Genesis
 from hub.mempool import Mempool
 from hub.state import EnergyApp
+from hub.state.settlement import sign_statement, verify_statement
 from hub.store import ChainStore
 from hub.sync import fetch_blocks, peer_heights
 from hub.transport import Topics, Transport
 from wire import canonical
-from wire.consensus import BftBlock, Block, Commit
-from wire.envelope import Envelope, from_obj
+from wire.consensus import BftBlock, BftStatementSig, Block, Commit
+from wire.envelope import Envelope, from_obj, sign
 from wire.errors import InvalidMessage
 from wire.keys import generate_key, load_key, public_hex
 
@@ -51,6 +52,8 @@ MAX_CONSENSUS_BYTES = 32 * 1024 * 1024
 """Largest consensus message accepted (a proposal carries a whole block)."""
 MAX_TX_BYTES = 65_536
 SYNC_BATCH = 200
+MAX_STATEMENT_SIGS = 10_000_000
+"""Most statement signatures kept (validators only can add them; a bound all the same)."""
 
 AppFactory = Callable[[Genesis], Application]
 
@@ -94,6 +97,7 @@ class Node:
         else:
             key = load_key(settings.key_path)
         self.me = public_hex(key)
+        self._key = key
         if not follower and self.me not in genesis.validators:
             raise ConfigError(
                 "node.key",
@@ -103,9 +107,9 @@ class Node:
         app = app_factory(genesis)
         genesis_state = app.state_hash()
         self.store = ChainStore(settings.db_path, genesis)
-        snapshot = self.store.app_snapshot()
-        if snapshot is not None:
-            app.restore(snapshot)
+        rows = self.store.app_rows()
+        if rows:
+            app.restore_rows(rows)
         head = self.store.head(genesis_state)
         if head.state_hash != app.state_hash():
             raise StoreError(
@@ -180,7 +184,7 @@ class Node:
                     }
             elif isinstance(action, Committed):
                 self.store.commit_block(
-                    action.block, action.commit, action.execution, action.head, action.snapshot
+                    action.block, action.commit, action.execution, action.head, action.changes
                 )
                 self.commits += 1
                 h = action.block.header
@@ -191,8 +195,48 @@ class Node:
                     len(action.block.txs),
                     action.commit.round,
                 )
+                if h.energy.settled and not self.follower:
+                    self._sign_statements(action)
             elif isinstance(action, Sync):
                 self._sync_wanted.set()
+
+    def _sign_statements(self, action: Committed) -> None:
+        """Vouch for the statements of the intervals a committed block settled, and gossip."""
+        height = action.block.header.height
+        for statement in EnergyApp.settled_statements(action.execution):
+            digest = statement.digest()
+            sig = sign_statement(self._key, self.chain_id, statement.interval, digest)
+            self.store.save_statement_sig(statement.interval, self.me, digest, height, sig)
+            body = BftStatementSig(
+                interval=statement.interval, height=height, statement=digest, sig=sig
+            )
+            if isinstance(self.core, Replica):
+                self.core.seq += 1  # the consensus stream's seq, shared with the replica
+                seq = self.core.seq
+            else:  # pragma: no cover - followers do not sign
+                seq = now_ms() * 1000
+            env = sign(self._key, self.chain_id, body, seq, now_ms())
+            self.transport.publish(self.topics.consensus(self.me), env.to_bytes())
+            log.info("signed the statement of interval %d (%s…)", statement.interval, digest[:12])
+
+    def _on_statement_sig(self, env: Envelope) -> None:
+        """Keep another validator's statement signature once it verifies."""
+        body = env.body
+        if not isinstance(body, BftStatementSig) or env.sender not in self.chain.head.validators:
+            return
+        if not verify_statement(env.sender, self.chain_id, body.interval, body.statement, body.sig):
+            log.debug("dropping a statement signature from %s… that does not verify", env.sender)
+            return
+        if self.store.statement_sig_count() >= MAX_STATEMENT_SIGS:
+            log.warning("statement signature store is full (%d); dropping", MAX_STATEMENT_SIGS)
+            return
+        self.store.save_statement_sig(
+            body.interval, env.sender, body.statement, body.height, body.sig
+        )
+
+    def statement_signatures(self, interval: int) -> list[tuple[str, str, int, str]]:
+        """(validator, statement hash, height, sig) kept for `interval` (verified)."""
+        return self.store.statement_sigs(interval)
 
     # ------------------------------------------------------------------ inbound
 
@@ -224,6 +268,9 @@ class Node:
                 self._on_tx(payload, relay=False, env=env)
             return
         if env.stream != "consensus":
+            return
+        if isinstance(env.body, BftStatementSig):
+            self._on_statement_sig(env)
             return
         if not isinstance(env.body, BftBlock):
             if not self._started or env.sender not in self.chain.head.validators:

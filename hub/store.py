@@ -5,17 +5,25 @@ Tables:
 * `blocks`  — height, hash, time, proposer, the whole block and its commit certificate;
 * `txs`     — every transaction of every block, by id, with an index by sender: height,
   position, kind, seq, outcome (ok / reason) and the envelope text;
-* `meta`    — the committed head, the application snapshot after it, the consensus
-  write-ahead record, and the genesis hash the database belongs to.
+* `app_state` — the application rows changed since genesis (row key -> bytes, NULL when
+  deleted); each block writes only the rows it changed (`Application.state_changes`), so a
+  block costs disk in proportion to what it did, not to the size of the state; at start
+  the application rebuilds genesis and applies them (`Application.restore_rows`);
+* `statement_sigs` — validators' signatures over interval statement hashes (verified before
+  they are stored), served with `GET /v1/statements/{interval}`;
+* `meta`    — the committed head, the consensus write-ahead record, and the genesis hash
+  the database belongs to. A store written by an older version (a whole application
+  snapshot under `app`, headers without energy totals) is refused at open: move chain.db
+  aside and the node syncs the chain again from its peers.
 
-A block, its transactions, the new head and the application snapshot are written in one
-SQLite transaction, so a crash leaves either the old or the new state, never a mix.
+A block, its transactions, the new head and the changed application rows are written in
+one SQLite transaction, so a crash leaves either the old or the new state, never a mix.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +63,15 @@ CREATE TABLE IF NOT EXISTS txs (
 );
 CREATE INDEX IF NOT EXISTS txs_by_sender ON txs (sender, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS statement_sigs (
+    interval INTEGER NOT NULL,
+    validator TEXT NOT NULL,
+    statement TEXT NOT NULL,
+    height INTEGER NOT NULL,
+    sig TEXT NOT NULL,
+    PRIMARY KEY (interval, validator, statement)
+);
+CREATE TABLE IF NOT EXISTS app_state (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
 """
 
 
@@ -142,6 +159,11 @@ class ChainStore:
                 f"{path} belongs to another chain (genesis {mine.decode()[:12]}…, this config's "
                 f"is {genesis.hash()[:12]}…); point data_dir elsewhere or move the file aside"
             )
+        if self._meta("app") is not None:
+            raise StoreError(
+                f"{path} was written by an older GridTokenX (whole-state snapshots, no energy "
+                "totals in headers); move it aside and restart: the node syncs from its peers"
+            )
 
     def close(self) -> None:
         """Close the database."""
@@ -171,9 +193,10 @@ class ChainStore:
         except (InvalidMessage, KeyError, TypeError) as exc:
             raise StoreError(f"{self.path}: stored head is corrupt: {exc}") from exc
 
-    def app_snapshot(self) -> bytes | None:
-        """The application state after the head, or None at genesis."""
-        return self._meta("app")
+    def app_rows(self) -> list[tuple[str, bytes | None]]:
+        """Application rows changed since genesis, in key order (None: deleted since)."""
+        rows = self._db.execute("SELECT key, value FROM app_state ORDER BY key")
+        return [(str(k), None if v is None else bytes(v)) for k, v in rows]
 
     def wal(self) -> WalRecord | None:
         """The last consensus write-ahead record, if any."""
@@ -185,9 +208,21 @@ class ChainStore:
         self._put_meta("wal", record.to_bytes())
 
     def commit_block(
-        self, block: Block, commit: Commit, execution: Execution, head: Head, snapshot: bytes
+        self,
+        block: Block,
+        commit: Commit,
+        execution: Execution,
+        head: Head,
+        changes: Mapping[str, bytes | None],
     ) -> None:
-        """Store a finalized block, its transactions' outcomes, the new head and app state.
+        """Store a finalized block, its transactions' outcomes, the new head and app rows.
+
+        Args:
+            block: the finalized block.
+            commit: its commit certificate.
+            execution: its execution (per-transaction outcomes).
+            head: the new head.
+            changes: application rows the block changed (None: deleted).
 
         Raises:
             StoreError: the write failed; the node must stop (its memory is ahead of disk).
@@ -230,11 +265,46 @@ class ChainStore:
                 "INSERT OR REPLACE INTO txs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
             self._put_meta("head", _head_json(head))
-            self._put_meta("app", snapshot)
+            self._db.executemany(
+                "INSERT INTO app_state (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                sorted(changes.items()),
+            )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._db.execute("ROLLBACK")
             raise StoreError(f"cannot store block {h.height}: {exc}") from exc
+
+    def save_statement_sig(
+        self, interval: int, validator: str, statement: str, height: int, sig: str
+    ) -> bool:
+        """Keep a verified statement signature; False when it was already stored.
+
+        Raises:
+            StoreError: the write failed.
+        """
+        try:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO statement_sigs VALUES (?, ?, ?, ?, ?)",
+                (interval, validator, statement, height, sig),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot store a statement signature: {exc}") from exc
+        return cur.rowcount > 0
+
+    def statement_sigs(self, interval: int) -> list[tuple[str, str, int, str]]:
+        """(validator, statement hash, height, sig) of every signature kept for `interval`."""
+        rows = self._db.execute(
+            "SELECT validator, statement, height, sig FROM statement_sigs WHERE interval = ? "
+            "ORDER BY validator, statement",
+            (interval,),
+        )
+        return [(str(v), str(s), int(h), str(g)) for v, s, h, g in rows]
+
+    def statement_sig_count(self) -> int:
+        """How many statement signatures are kept (to bound what strangers can add)."""
+        row = self._db.execute("SELECT COUNT(*) FROM statement_sigs").fetchone()
+        return int(row[0])
 
     # ------------------------------------------------------------------ queries
 

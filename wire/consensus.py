@@ -13,7 +13,10 @@ A commit certificate keeps only what it takes to rebuild and verify each precomm
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from wire.kinds import HEX64, HEX64_HINT
 from wire.struct import Body, Struct, integer, items, message_kind, required, text
@@ -28,11 +31,45 @@ MAX_BLOCK_TXS = 10_000
 MAX_VALIDATORS = 256
 MAX_EVIDENCE = 64
 MAX_TX_TEXT = r"[\s\S]{2,65536}"
+MAX_ENERGY = 2**53
+
+
+def _count(hi: int) -> Any:
+    """An integer field in 0..hi that defaults to 0 (an empty summary is all zeros)."""
+    return dataclasses.field(default=0, metadata={"lo": 0, "hi": hi})
 
 
 @dataclass(frozen=True, slots=True)
 class EnergySummary(Struct):
-    """Interval totals of a block (filled by the state machine; empty for now)."""
+    """Interval totals of a block: what the delivery intervals it settled add up to.
+
+    Filled by the state machine (`EnergyApp`), checked by every validator like the state
+    hash. All zeros and `statement` empty when the block settled no interval (and for
+    applications without a market). A light client can follow energy totals from headers
+    alone and fetch the statement whose hash a header carries.
+    """
+
+    settled: int = _count(MAX_HEIGHT)
+    """Delivery intervals settled by this block (usually 0 or 1)."""
+    interval: int = _count(MAX_TS)
+    """Start of the latest interval settled, unix ms (0 when none)."""
+    trades: int = _count(MAX_ENERGY)
+    """Trades settled."""
+    traded_wh: int = _count(MAX_ENERGY)
+    """Energy traded in the settled intervals, Wh."""
+    delivered_wh: int = _count(MAX_ENERGY)
+    """Of it delivered (metered), Wh."""
+    shortfall_wh: int = _count(MAX_ENERGY)
+    """Of it not delivered, Wh (traded = delivered + shortfall)."""
+    statement: str = dataclasses.field(
+        default="",
+        metadata={
+            "re": re.compile(HASH_OR_NIL),
+            "hint": "a statement hash (64 lowercase hex) or the empty string",
+        },
+    )
+    """Hash of the settled interval's statement (`GET /v1/statements/{interval}`); with
+    several intervals, SHA-256 over their hashes in interval order; "" when none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +222,34 @@ class BftBlock(Body):
     """Its commit certificate (2f+1 precommits for its hash)."""
 
 
+@message_kind("bft_statement_sig", stream="consensus")
+@dataclass(frozen=True, slots=True)
+class BftStatementSig(Body):
+    """A validator vouches for the statement of a settled delivery interval.
+
+    Sent on the sender's consensus topic once the block that settled the interval is
+    committed. `sig` is a signature with its own domain tag over (chain, interval, statement
+    hash) (`hub.state.settlement.statement_signing_bytes`), so billing systems can check it
+    against the validator set without the envelope, and it never verifies as a message.
+    """
+
+    interval: int = integer(0, MAX_TS)
+    """Start of the settled interval, unix ms."""
+    height: int = integer(1, MAX_HEIGHT)
+    """Height of the block that settled it."""
+    statement: str = text(HEX64, "a statement hash (64 lowercase hex)")
+    """The statement's hash (`GET /v1/statements/{interval}` `hash`)."""
+    sig: str = text(HEX128, "128 lowercase hex characters")
+    """Ed25519 signature of the statement hash by the envelope's sender."""
+
+
 __all__ = [
     "BftBlock",
     "BftEvidence",
     "BftPrecommit",
     "BftPrevote",
     "BftProposal",
+    "BftStatementSig",
     "Block",
     "Commit",
     "CommitSig",

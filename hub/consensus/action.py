@@ -7,6 +7,7 @@ a conflicting one after restart.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,8 +74,8 @@ class Committed:
     """Its execution (state hash, per-transaction results), already applied in memory."""
     head: Head
     """The new committed head."""
-    snapshot: bytes
-    """The application's committed state after this block (`Application.snapshot()`)."""
+    changes: Mapping[str, bytes | None]
+    """Rows of the application state this block changed (`Application.state_changes`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,5 +79,5 @@ class Follower:
         self.chain.apply(block, commit, execution)
         self.txs.on_commit(block, execution)
         self._last_progress_ms = now_ms
-        snapshot = self.chain.app.snapshot()
-        return [Committed(block, commit, execution, self.chain.head, snapshot)]
+        changes = self.chain.app.state_changes(execution)
+        return [Committed(block, commit, execution, self.chain.head, changes)]

@@ -520,8 +520,8 @@ class Replica:
         self.pending_evidence = {
             k: v for k, v in self.pending_evidence.items() if v not in committed
         }
-        snapshot = self.chain.app.snapshot()
-        self._out.append(Committed(block, commit, execution, self.chain.head, snapshot))
+        changes = self.chain.app.state_changes(execution)
+        self._out.append(Committed(block, commit, execution, self.chain.head, changes))
         self._last = BftBlock(block=block, commit=commit)
         if announce:
             self._out.append(Broadcast(self._sign(self._last, now_ms), channel="blocks"))

@@ -28,8 +28,19 @@ HEX64 = r"^[0-9a-f]{64}$"
 ZONE = r"^[a-z0-9][a-z0-9_/-]{0,255}$"
 
 
-def state_router(current: Callable[[], object]) -> APIRouter:
-    """Routes for accounts, devices, market, settlement, certificates, governance, params."""
+StatementSigs = Callable[[int], list[tuple[str, str, int, str]]]
+"""Signatures a node kept for an interval: (validator, statement hash, height, sig)."""
+
+
+def state_router(
+    current: Callable[[], object], statement_sigs: StatementSigs | None = None
+) -> APIRouter:
+    """Routes for accounts, devices, market, settlement, certificates, governance, params.
+
+    Args:
+        current: returns the node's committed application.
+        statement_sigs: the node's verified statement signatures by interval (None: none).
+    """
     router = APIRouter(prefix="/v1", tags=["state"])
 
     def view() -> State:
@@ -87,10 +98,17 @@ def state_router(current: Callable[[], object]) -> APIRouter:
 
     @router.get("/statements/{interval}")
     def get_statement(interval: int) -> dict[str, Any]:
-        """The statement of a settled interval and its hash (what validators sign)."""
-        found = queries.statement_of(view(), interval)
+        """The statement of a settled interval, its hash, and the validators' signatures.
+
+        `certified` is true once 2f+1 validators of the current set signed this very hash
+        (each `sig` verifies with `hub.state.settlement.verify_statement`).
+        """
+        st = view()
+        found = queries.statement_of(st, interval)
         if found is None:
             raise HTTPException(404, detail=f"interval {interval} is not settled yet")
+        sigs = statement_sigs(interval) if statement_sigs is not None else []
+        found.update(queries.statement_certificate(st, found, sigs))
         return found
 
     @router.get("/certificates")

@@ -17,7 +17,7 @@ on a throwaway overlay against the committed state at the last block time.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hub.application import BlockContext, Execution, TxResult
@@ -33,11 +33,10 @@ from hub.state.meters import apply_meter_read
 from hub.state.params import params_from_genesis
 from hub.state.record import from_json, to_json
 from hub.state.registry import register
-from hub.state.settlement import settle_due
+from hub.state.settlement import Statement, energy_summary, settle_due
 from hub.state.state import SCHEMA, Meta, State
 from hub.state.store import Overlay, Store
 from wire import canonical
-from wire.consensus import EnergySummary
 from wire.envelope import Envelope
 from wire.errors import NotCanonical
 from wire.kinds import (
@@ -219,12 +218,13 @@ class EnergyApp:
         _begin(st, ctx)
         results = tuple(apply_tx(st, tx) for tx in txs)
         _end(st, ctx)
+        energy = energy_summary(st)
         validators = st.meta().validators
         state_hash = st.ov.finish()
         return Execution(
             state_hash=state_hash,
             results=results,
-            energy=EnergySummary(),
+            energy=energy,
             validators=validators,
             post_state=st.ov,
         )
@@ -247,6 +247,61 @@ class EnergyApp:
             for name, rows in self._store.tables.items()
         }
         return canonical.encode({"v": 1, "tables": tables})
+
+    def state_changes(self, execution: Execution) -> dict[str, bytes | None]:
+        """Rows the committed `execution` changed: `"table/key"` -> canonical JSON or None.
+
+        Genesis rows are never stored: `restore_rows` starts from the genesis state.
+
+        Only what the block's journal touched is encoded, so persisting a block costs in
+        proportion to the block, not to the state.
+        """
+        ov = execution.post_state
+        if not isinstance(ov, Overlay):
+            raise HubError("execution was not produced by an EnergyApp")  # a bug
+        out: dict[str, bytes | None] = {}
+        for table, changes in ov.changes.items():
+            for key, value in changes.items():
+                out[f"{table}/{key}"] = None if value is None else canonical.encode(to_json(value))
+        return out
+
+    @staticmethod
+    def settled_statements(execution: Execution) -> list[Statement]:
+        """The interval statements a block wrote (settled), oldest interval first."""
+        ov = execution.post_state
+        if not isinstance(ov, Overlay):
+            return []
+        found = [v for v in ov.changes["statements"].values() if isinstance(v, Statement)]
+        return sorted(found, key=lambda s: s.interval)
+
+    def restore_rows(self, rows: Iterable[tuple[str, bytes | None]]) -> None:
+        """Replace the committed state by genesis plus stored rows (`state_changes`).
+
+        Rows are applied on top of the genesis state in any order (one row per key): bytes
+        replace an entry, None removes it.
+
+        Raises:
+            HubError: a row names an unknown table or does not decode.
+        """
+        store = self._genesis_store(self.genesis)
+        for row_key, data in rows:
+            table, sep, key = row_key.partition("/")
+            if not sep or table not in SCHEMA:
+                raise HubError(f"stored state row {row_key[:60]!r} names no EnergyApp table")
+            if data is None:
+                store.unload(table, key)
+                continue
+            try:
+                value = from_json(SCHEMA[table], canonical.decode(data))
+            except (NotCanonical, KeyError, TypeError, ValueError) as exc:
+                raise HubError(f"stored state row {row_key[:60]!r} is unreadable: {exc}") from exc
+            store.load(table, key, value)
+        self._adopt(store)
+
+    def _adopt(self, store: Store) -> None:
+        _rebuild_books(store)
+        store.version = self._store.version + 1
+        self._store = store
 
     def restore(self, snapshot: bytes) -> None:
         """Replace the committed state by one `snapshot()` returned.
@@ -273,9 +328,7 @@ class EnergyApp:
                 raise HubError(f"state snapshot table {name} is not an object")
             for key, value in rows.items():
                 store.load(name, key, from_json(SCHEMA[name], value))
-        _rebuild_books(store)
-        store.version = self._store.version + 1
-        self._store = store
+        self._adopt(store)
 
 
 def _rebuild_books(store: Store) -> None:

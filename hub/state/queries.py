@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub.consensus.block import quorum
 from hub.state.accounts import account, roles
 from hub.state.book import Order
 from hub.state.governance import Proposal, weight
@@ -27,6 +28,7 @@ __all__ = [
     "proposals_view",
     "reference_price",
     "settlements_of",
+    "statement_certificate",
     "statement_of",
     "trades_of",
     "tx_status",
@@ -34,13 +36,20 @@ __all__ = [
 
 
 def account_info(st: State, key: str) -> dict[str, Any]:
-    """Balance, escrow, committed seq, roles, voting weight and gateways of an account."""
+    """Balance, escrow, committed seq, roles, voting weight and gateways of an account.
+
+    `seq` is the last committed seq of the key's `tx` stream (every kind the chain executes,
+    meter reads included, counts on it); `seqs` gives it per stream (`{"tx": n}`) so a
+    gateway that lost its outbox learns where to resume (DESIGN: "it learns the committed
+    seq from its inbox or GET /v1/accounts/{id}"). 0 means nothing committed yet.
+    """
     acct = account(st, key)
     return {
         "account": key,
         "balance": acct.balance,
         "escrow": acct.escrow,
         "seq": acct.seq,
+        "seqs": {"tx": acct.seq},
         "traded_wh": acct.traded_wh,
         "roles": list(roles(st, key)),
         "voting_weight": weight(st, key),
@@ -137,6 +146,38 @@ def statement_of(st: State, interval: int) -> dict[str, Any] | None:
     out: dict[str, Any] = to_json(s)
     out["hash"] = s.digest()
     return out
+
+
+def statement_certificate(
+    st: State, statement: dict[str, Any], sigs: list[tuple[str, str, int, str]]
+) -> dict[str, Any]:
+    """What validators signed of a statement: signatures over its hash, and whether 2f+1.
+
+    Args:
+        st: the committed view (for the validator set).
+        statement: `statement_of`'s answer (its `hash` is what counts).
+        sigs: (validator, statement hash, height, sig) as the node kept them (verified).
+
+    Returns:
+        `signatures` (validators of the current set who signed this very hash), `quorum`
+        (2f+1 of that set), `certified`, and `conflicting` (validators who signed another
+        hash for the interval: a sign of a diverged or faulty validator).
+    """
+    validators = st.meta().validators
+    good = [
+        {"validator": v, "sig": sig, "height": h}
+        for v, digest, h, sig in sigs
+        if digest == statement["hash"] and v in validators
+    ]
+    others = sorted({v for v, digest, _h, _s in sigs if digest != statement["hash"]})
+    need = quorum(len(validators))
+    return {
+        "signatures": good,
+        "signed": len(good),
+        "quorum": need,
+        "certified": len(good) >= need,
+        "conflicting": others,
+    }
 
 
 def certificates_of(st: State, owner: str | None) -> list[dict[str, Any]]:

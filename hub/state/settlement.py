@@ -40,6 +40,7 @@ from hub.state.meters import interval_delta
 from hub.state.record import Record, encode
 from hub.state.registry import RENEWABLE, gateway
 from hub.state.zones import operator_account
+from wire.consensus import EnergySummary
 
 if TYPE_CHECKING:
     from hub.state.state import State
@@ -49,6 +50,7 @@ __all__ = [
     "Settlement",
     "Statement",
     "ZoneLine",
+    "energy_summary",
     "settle_due",
     "settle_interval",
     "sign_statement",
@@ -358,6 +360,36 @@ def settle_interval(st: State, interval: int) -> Statement:
     st.put("statements", str(interval), statement)
     st.put("intervals", str(interval), dataclasses.replace(info, settled=True))
     return statement
+
+
+def energy_summary(st: State) -> EnergySummary:
+    """The block header's energy summary: totals of the statements this block wrote.
+
+    Reads the block's journal (`st.ov`), so it must run after the block's settlement and
+    before the journal is applied. Deterministic: intervals in ascending order.
+    """
+    written: list[Statement] = sorted(
+        (s for s in st.ov.changes["statements"].values() if s is not None),
+        key=lambda s: s.interval,
+    )
+    if not written:
+        return EnergySummary()
+    digests = [s.digest() for s in written]
+    if len(digests) == 1:
+        root = digests[0]
+    else:
+        root = hashlib.sha256(
+            ("gridtokenx/statements/v1\n" + "\n".join(digests)).encode()
+        ).hexdigest()
+    return EnergySummary(
+        settled=len(written),
+        interval=written[-1].interval,
+        trades=sum(s.trades for s in written),
+        traded_wh=sum(s.traded_wh for s in written),
+        delivered_wh=sum(s.delivered_wh for s in written),
+        shortfall_wh=sum(s.shortfall_wh for s in written),
+        statement=root,
+    )
 
 
 def statement_signing_bytes(chain: str, interval: int, digest: str) -> bytes:

@@ -60,6 +60,13 @@ class Store:
         self.digests[table][key] = digest
         self.sums[table] = (self.sums[table] - old + digest) % MOD
 
+    def unload(self, table: str, key: str) -> None:
+        """Remove an entry directly (restore only: no journal); absent keys are ignored."""
+        if key in self.tables[table]:
+            del self.tables[table][key]
+            old = self.digests[table].pop(key)
+            self.sums[table] = (self.sums[table] - old) % MOD
+
     def apply(self, overlay: Overlay) -> None:
         """Adopt an overlay's writes (it must have been built on this very version).
 

@@ -133,11 +133,11 @@ class Pool:
 
 @dataclass
 class Disk:
-    """What survives a crash: committed blocks, app snapshot, head, write-ahead record."""
+    """What survives a crash: committed blocks, app state rows, head, write-ahead record."""
 
     blocks: list[tuple[Block, Commit]] = field(default_factory=list)
     head: Head | None = None
-    snapshot: bytes = b""
+    rows: dict[str, bytes | None] = field(default_factory=dict)
     wal: WalRecord | None = None
 
 
@@ -163,7 +163,7 @@ class Node:
         if head is None:
             head = self.sim.genesis_head
         else:
-            app.restore(self.disk.snapshot)
+            app.restore_rows(self.disk.rows.items())
         chain = Chain(CHAIN, app, head, tx_lookup=self.pool.txs.get)
         self.incarnation += 1
         self.replica = Replica(
@@ -307,7 +307,7 @@ class Sim:
         h, bhash = block.header.height, block_hash(block)
         node.disk.blocks.append((block, action.commit))
         node.disk.head = action.head
-        node.disk.snapshot = action.snapshot
+        node.disk.rows.update(action.changes)
         if self.honest(node):
             first = self.committed.setdefault(h, bhash)
             if first != bhash:

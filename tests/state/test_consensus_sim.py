@@ -1,8 +1,8 @@
 """`EnergyApp` under the real consensus core: the seeded simulation with crashes and faults.
 
 The simulation normally drives the starter `TransferLedger`; here every node runs
-`EnergyApp` instead (restored from snapshots after crashes), and safety plus liveness must
-hold just the same.
+`EnergyApp` instead (restored from its persisted state rows after crashes), and safety plus
+liveness must hold just the same.
 """
 
 from __future__ import annotations
