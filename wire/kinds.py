@@ -270,3 +270,25 @@ class Claim(Body):
     """Wh to claim."""
     beneficiary: str = text(r"[^\x00-\x1f]{0,140}", "at most 140 printable characters")
     """On whose behalf the energy is claimed, for people (may be empty)."""
+
+
+@message_kind("zone_price", stream="grid")
+@dataclass(frozen=True, slots=True)
+class ZonePrice(Body):
+    """A validator's report of a zone's reference price for one delivery interval.
+
+    Published retained on `gtx/v1/{chain}/grid/{zone}` after each block that adds trades, so
+    gateways learn the market price without the hub's HTTP API. Every validator computes the
+    same values from the same committed state; `seq` is `height * 65536 + n`.
+    """
+
+    zone: str = text(ZONE, ZONE_HINT)
+    """The zone (trades in it or its sub-zones count)."""
+    interval: int = integer(0, MAX_TS)
+    """Start of the delivery interval, unix ms."""
+    price: int = integer(0, MAX_PRICE)
+    """Volume-weighted trade price, satang per kWh (floor); 0 when nothing traded."""
+    energy_wh: int = integer(0, MAX_ENERGY_WH)
+    """Energy traded in the zone for the interval so far, Wh."""
+    height: int = integer(1, MAX_TS)
+    """Committed block height the figures are taken at."""

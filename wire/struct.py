@@ -179,7 +179,7 @@ class Body(Struct):
 
 
 KINDS: dict[str, type[Body]] = {}
-STREAMS = ("telemetry", "tx", "command", "consensus")
+STREAMS = ("telemetry", "tx", "command", "consensus", "grid")
 
 
 def message_kind(kind: str, stream: str) -> typing.Callable[[type[Body]], type[Body]]:

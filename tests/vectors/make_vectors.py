@@ -86,6 +86,9 @@ def sample_bodies() -> list[Body]:
         ),
         kinds.CertTransfer(cert="cert:42:00000001", to=owner, energy_wh=1200),
         kinds.Claim(cert="cert:42:00000001", energy_wh=300, beneficiary="Wat Arun solar pledge"),
+        kinds.ZonePrice(
+            zone="pea/ayutthaya/sub-01", interval=TS + 900_000, price=312, energy_wh=4200, height=77
+        ),
     ]
 
 
