@@ -176,14 +176,18 @@ def test_gateway_reads_only_its_own_inbox(clients: Any, deployment: Deployment) 
     gateway_a.subscribe(gw_topic(a_key, "inbox"))
     gateway_b.subscribe(gw_topic(b_key, "inbox"))
     validator = clients("hub-pea")
-    for_b, for_all, for_a = (f"{n}-{uuid.uuid4().hex}".encode() for n in ("b", "all", "a"))
+    for_b, for_all, price, for_a = (
+        f"{n}-{uuid.uuid4().hex}".encode() for n in ("b", "all", "price", "a")
+    )
     validator.publish(gw_topic(b_key, "inbox"), for_b)
     validator.publish(f"gtx/v1/{CHAIN}/blocks", for_all)
+    validator.publish(f"gtx/v1/{CHAIN}/grid/pea/ayutthaya", price)
     validator.publish(gw_topic(a_key, "inbox"), for_a)
 
     assert (gw_topic(b_key, "inbox"), for_b) in gateway_b.received_until(for_b)
     got_a = gateway_a.received_until(for_a)
-    assert {payload for _, payload in got_a} == {for_a}, got_a
+    # Its own inbox and the zone prices every gateway may read; not B's inbox, not blocks.
+    assert {payload for _, payload in got_a} == {price, for_a}, got_a
 
 
 @pytest.mark.parametrize("case", ["wrong password", "another gateway's password", "anonymous"])
