@@ -71,6 +71,11 @@ def cmd_init(args: argparse.Namespace) -> int:
             gate_closure_s=args.gate_closure_s,
             grace_s=args.grace_s,
             params=params,
+            mqtt_ca=None if args.mqtt_ca is None else Path(args.mqtt_ca),
+            mqtt_users=args.mqtt_user,
+            mqtt_password_dir=(
+                None if args.mqtt_password_dir is None else Path(args.mqtt_password_dir)
+            ),
         )
     except (ConfigError, KeyFileError) as exc:
         return _fail("init", str(exc), 2)
@@ -172,6 +177,26 @@ def add_hub_parser(subparsers: Any) -> None:
     p.add_argument("--dir", required=True, metavar="DIR", help="directory to create it in")
     p.add_argument(
         "--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL", help="broker URL for all nodes"
+    )
+    p.add_argument(
+        "--mqtt-ca",
+        metavar="FILE",
+        help="the broker's CA certificate (mqtts:// only), copied to each vK/mqtt-ca.crt",
+    )
+    p.add_argument(
+        "--mqtt-user",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="broker account of validator K (give it once per validator, in order)",
+    )
+    p.add_argument(
+        "--mqtt-password-dir",
+        metavar="DIR",
+        help=(
+            "directory holding each account's password as file NAME (ansible: "
+            "credentials/mqtt/validators); copied to each vK/mqtt.password (0600)"
+        ),
     )
     p.add_argument(
         "--api-port-base",

@@ -10,12 +10,19 @@ Each validator gets its own key (mode 0600, the `gtx edge keygen` format), an AP
 (`api_port_base + K`), the other validators as sync peers, and a copy of the shared genesis,
 so every `vK` directory can be copied to its own machine as is. The validators of a local
 network also hold the installer and authority roles (genesis `authorities`).
+
+For an authenticated broker (ansible role `broker`: no anonymous clients, one account per
+validator), `--mqtt-ca FILE` copies the broker's CA to each `vK/mqtt-ca.crt`, and
+`--mqtt-user NAME` (once per validator, in order) with `--mqtt-password-dir DIR` copies
+`DIR/NAME` (the layout of `ansible/credentials/mqtt/validators/`) to `vK/mqtt.password`
+(0600); `hub.toml` then names them (`username`, `password_file`, `ca`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +74,10 @@ def write_config(
     genesis: str = "genesis.json",
     data_dir: str = ".",
     api_host: str = "127.0.0.1",
+    mqtt: Mapping[str, str] | None = None,
 ) -> None:
-    """Write one hub.toml."""
+    """Write one hub.toml; `mqtt` adds keys to its [mqtt] table (username, ca...)."""
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (mqtt or {}).items())
     path.write_text(
         "# GridTokenX hub node; see docs/consensus.md\n"
         "[node]\n"
@@ -76,7 +85,7 @@ def write_config(
         f"genesis = {json.dumps(genesis)}\n"
         f"data_dir = {json.dumps(data_dir)}\n\n"
         "[mqtt]\n"
-        f"url = {json.dumps(mqtt_url)}\n\n"
+        f"url = {json.dumps(mqtt_url)}\n{extra}\n"
         "[api]\n"
         f"host = {json.dumps(api_host)}\n"
         f"port = {api_port}\n\n"
@@ -101,6 +110,9 @@ def init_network(
     grace_s: int | None = None,
     params: Mapping[str, int] | None = None,
     time_ms: int = 0,
+    mqtt_ca: Path | None = None,
+    mqtt_users: Sequence[str] = (),
+    mqtt_password_dir: Path | None = None,
 ) -> LocalNetwork:
     """Create keys, configs and the genesis of a local network.
 
@@ -120,6 +132,9 @@ def init_network(
             or state machine parameters (`price_floor`, `feeder_capacity_wh:<zone>`...).
             A name given here wins over the arguments above.
         time_ms: genesis time, unix ms.
+        mqtt_ca: the broker's CA certificate, copied to every `vK/mqtt-ca.crt` (mqtts only).
+        mqtt_users: the validators' broker accounts, one per validator (vK gets the K-th).
+        mqtt_password_dir: where the password of account NAME is, as file NAME.
 
     Raises:
         ConfigError: bad arguments, an unknown or out-of-range parameter (checked before
@@ -144,6 +159,7 @@ def init_network(
         )
     except ConfigError as exc:
         raise ConfigError("--param", f"{exc}") from exc
+    mqtt = _mqtt_files(mqtt_url, validators, mqtt_ca, mqtt_users, mqtt_password_dir)
     if (directory / "genesis.json").exists():
         raise ConfigError("--dir", f"{directory} already holds a network; choose another --dir")
     directory.mkdir(parents=True, exist_ok=True)
@@ -170,11 +186,62 @@ def init_network(
         vdir = directory / f"v{i}"
         (vdir / "genesis.json").write_bytes(data)
         cfg = vdir / "hub.toml"
+        extra: dict[str, str] = {}
+        if mqtt_users:
+            extra["username"] = mqtt_users[i]
+            _write_private(vdir / "mqtt.password", mqtt[mqtt_users[i]])
+            extra["password_file"] = "mqtt.password"  # noqa: S105 - a file name
+        if mqtt_ca is not None:
+            (vdir / "mqtt-ca.crt").write_bytes(mqtt[""])
+            extra["ca"] = "mqtt-ca.crt"
         write_config(
             cfg,
             mqtt_url=mqtt_url,
+            mqtt=extra,
             api_port=api_port_base + i,
             peers=[u for j, u in enumerate(urls) if j != i],
         )
         configs.append(cfg)
     return LocalNetwork(directory, genesis, tuple(keys), tuple(configs), tuple(urls))
+
+
+def _mqtt_files(
+    url: str, validators: int, ca: Path | None, users: Sequence[str], password_dir: Path | None
+) -> dict[str, bytes]:
+    """Read the CA (key "") and each user's password (key NAME) before writing anything.
+
+    Raises:
+        ConfigError: naming the option that is inconsistent or the file that is unreadable.
+    """
+    out: dict[str, bytes] = {}
+    if ca is not None:
+        if not url.startswith("mqtts://"):
+            raise ConfigError("--mqtt-ca", f"needs an mqtts:// --mqtt URL, got {url!r}")
+        try:
+            out[""] = ca.read_bytes()
+        except OSError as exc:
+            raise ConfigError("--mqtt-ca", f"cannot read {ca}: {exc.strerror}") from exc
+    if bool(users) != (password_dir is not None):
+        raise ConfigError("--mqtt-user", "give --mqtt-user and --mqtt-password-dir together")
+    if users and len(users) != validators:
+        raise ConfigError(
+            "--mqtt-user", f"give one per validator ({validators}), in order; got {len(users)}"
+        )
+    if len(set(users)) != len(users):
+        raise ConfigError("--mqtt-user", "each validator needs its own account")
+    for name in users:
+        path = (password_dir or Path()) / name
+        try:
+            out[name] = path.read_bytes().strip() + b"\n"
+        except OSError as exc:
+            raise ConfigError(
+                "--mqtt-password-dir", f"cannot read {path} (password of {name}): {exc.strerror}"
+            ) from exc
+    return out
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a secret readable by its owner only (0600 from the start)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

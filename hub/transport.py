@@ -3,7 +3,9 @@
 Subscribes to every validator's consensus topic, the blocks topic and all gateways' tx
 topics, with a persistent session so QoS 1 messages wait in the broker while the node is
 down. Publishes from an in-memory queue, in order; what is queued while the broker is away
-goes out after reconnecting.
+goes out after reconnecting. `[mqtt]` of hub.toml gives TLS (`mqtts://`, `ca`, `cert`, `key`)
+and the broker account (`username`, `password`/`password_file`); a broker that refuses the
+login is logged once at ERROR with its reason and retried every second, like an outage.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
+from typing import Any
 
 import aiomqtt
 
-from hub.config import MqttUrl
+from hub.config import MqttSettings
 
 __all__ = ["Topics", "Transport"]
 
@@ -47,21 +51,48 @@ class Topics:
         return [self.consensus_all, self.blocks, self.gateway_txs]
 
 
+def client_options(m: MqttSettings, client_id: str) -> dict[str, Any]:
+    """Keyword arguments for `aiomqtt.Client` from the settings (pure)."""
+    tls: aiomqtt.TLSParameters | None = None
+    if m.tls:
+        tls = aiomqtt.TLSParameters(
+            ca_certs=None if m.ca is None else str(m.ca),
+            certfile=None if m.cert is None else str(m.cert),
+            keyfile=None if m.key is None else str(m.key),
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    return {
+        "hostname": m.host,
+        "port": m.port,
+        "username": m.username,
+        "password": m.password,
+        "identifier": client_id,
+        "clean_session": False,
+        "keepalive": m.keepalive_s,
+        "tls_params": tls,
+        "max_queued_incoming_messages": 0,
+        # Consensus is many small messages: Nagle would hold each up to ~40 ms.
+        "socket_options": [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+    }
+
+
 class Transport:
     """One broker connection; `on_message(topic, payload)` is called on the event loop."""
 
     def __init__(
         self,
-        url: MqttUrl,
+        url: MqttSettings,
         client_id: str,
         topics: Topics,
         on_message: Callable[[str, bytes], None],
+        config_name: str = "hub.toml",
     ) -> None:
-        """Prepare a connection (started by `run`)."""
+        """Prepare a connection (started by `run`); `config_name` is named in errors."""
         self.url = url
         self.client_id = client_id
         self.topics = topics
         self.on_message = on_message
+        self.config_name = config_name
         self.connected = False
         self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._dropped = 0
@@ -105,20 +136,11 @@ class Transport:
         failing = False
         while True:
             try:
-                async with aiomqtt.Client(
-                    self.url.host,
-                    self.url.port,
-                    identifier=self.client_id,
-                    clean_session=False,
-                    keepalive=10,
-                    max_queued_incoming_messages=0,
-                    # Consensus is many small messages: Nagle would hold each up to ~40 ms.
-                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-                ) as client:
+                async with aiomqtt.Client(**client_options(self.url, self.client_id)) as client:
                     await client.subscribe([(t, 1) for t in self.topics.subscriptions()])
                     self.connected = True
                     if failing:
-                        log.warning("broker %s:%d is back", self.url.host, self.url.port)
+                        log.warning("broker %s is back", self.url.url)
                     failing = False
                     pump = asyncio.create_task(self._pump(client))
                     try:
@@ -134,10 +156,12 @@ class Transport:
                 self.connected = False
                 if not failing:
                     log.error(  # noqa: TRY400 - the message says it all; no traceback wanted
-                        "broker %s:%d unreachable (%s); retrying every second",
-                        self.url.host,
-                        self.url.port,
+                        "broker %s unavailable (%s); retrying every second; check the broker, "
+                        "the network and [mqtt] url, username, password/password_file, ca, "
+                        "cert, key in %s",
+                        self.url.url,
                         exc,
+                        self.config_name,
                     )
                 else:
                     log.debug("broker still unreachable: %s", exc)

@@ -200,3 +200,40 @@ def make_tls_broker(
         "log_type error\nlog_type warning\nlog_type notice\n"
     )
     return Broker(port=tls_port, conf=conf), plain_port
+
+
+def make_hub_broker(directory: Path, pki: Pki, password_file: Path, acl_file: Path) -> Broker:
+    """A broker config (not started) as ansible's `broker` role makes it, for hub validators.
+
+    One TLS listener with `pki`'s server certificate, `password_file`, no anonymous clients
+    and `acl_file` (see `write_acl_file`); persistent sessions as in production.
+    """
+    port = free_port()
+    conf = directory / "mosquitto-hub.conf"
+    conf.write_text(
+        "user root\n"  # see make_tls_broker: the files under tmp_path are private to root
+        f"listener {port} 127.0.0.1\n"
+        f"cafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
+        "require_certificate false\n"
+        f"password_file {password_file}\n"
+        f"acl_file {acl_file}\n"
+        "allow_anonymous false\n"
+        "max_queued_messages 100000\n"
+        "max_inflight_messages 100\n"
+        "set_tcp_nodelay true\n"
+        f"persistence true\npersistence_location {directory}/\n"
+        f"log_dest file {directory / 'mosquitto.log'}\n"
+        "log_type error\nlog_type warning\nlog_type notice\n"
+    )
+    return Broker(port=port, conf=conf)
+
+
+def write_acl_file(path: Path, chain: str, validators: list[str]) -> Path:
+    """A mosquitto ACL like ansible/roles/broker/templates/acl.j2 (validators' part).
+
+    Each validator user name gets readwrite on `gtx/v1/{chain}/#`; nobody else gets anything.
+    """
+    path.write_text(
+        "".join(f"user {name}\ntopic readwrite gtx/v1/{chain}/#\n\n" for name in validators)
+    )
+    return path

@@ -41,6 +41,7 @@ class HubNet:
         chain: str = "gtx-e2e",
         params: dict[str, int] | None = None,
         clients: int = 4,
+        mqtt: list[dict[str, str]] | None = None,
     ) -> None:
         self.directory = directory
         self.chain = chain
@@ -66,6 +67,7 @@ class HubNet:
                 mqtt_url=mqtt_url,
                 api_port=self.ports[i],
                 peers=[u for j, u in enumerate(self.urls) if j != i],
+                mqtt=None if mqtt is None else mqtt[i],
             )
         self.validators = n
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
