@@ -34,6 +34,7 @@ from hub.errors import ConfigError, HubError, InvalidBlock, StoreError, SyncErro
 from hub.genesis import Genesis
 from hub.mempool import Mempool
 from hub.state import EnergyApp
+from hub.state.queries import statement_of
 from hub.state.settlement import sign_statement, verify_statement
 from hub.store import ChainStore
 from hub.sync import fetch_blocks, peer_heights
@@ -54,6 +55,13 @@ MAX_TX_BYTES = 65_536
 SYNC_BATCH = 200
 MAX_STATEMENT_SIGS = 10_000_000
 """Most statement signatures kept (validators only can add them; a bound all the same)."""
+STATEMENT_TRIES = 8
+"""Rounds of statement signature repair per settled interval (re-gossip own, fetch missing)."""
+STATEMENT_FIRST_S = 1.0
+"""Delay before the first repair round; it doubles each round, up to `STATEMENT_MAX_GAP_S`."""
+STATEMENT_MAX_GAP_S = 60.0
+STATEMENT_LOOKBACK = 32
+"""Delivery intervals before the head whose statements are repaired after a (re)start."""
 
 AppFactory = Callable[[Genesis], Application]
 
@@ -135,7 +143,9 @@ class Node:
             )
         self.topics = Topics(genesis.chain)
         client_id = f"gtx-hub-{genesis.chain}-{self.me[:16]}"[:64]
-        self.transport = Transport(settings.mqtt, client_id, self.topics, self._on_mqtt)
+        self.transport = Transport(
+            settings.mqtt, client_id, self.topics, self._on_mqtt, str(settings.config_path)
+        )
         self.syncing = False
         self.fatal: BaseException | None = None
         self._sync_wanted = asyncio.Event()
@@ -143,6 +153,8 @@ class Node:
         self._timers: set[asyncio.TimerHandle] = set()
         self.commits = 0
         self._started = False
+        self._statement_repair: dict[int, tuple[int, float]] = {}
+        """Settled intervals whose signatures are being repaired: (rounds done, next due)."""
 
     # ------------------------------------------------------------------ core driving
 
@@ -195,8 +207,11 @@ class Node:
                     len(action.block.txs),
                     action.commit.round,
                 )
-                if h.energy.settled and not self.follower:
-                    self._sign_statements(action)
+                if h.energy.settled:
+                    for statement in EnergyApp.settled_statements(action.execution):
+                        self._repair_later(statement.interval)
+                    if not self.follower:
+                        self._sign_statements(action)
             elif isinstance(action, Sync):
                 self._sync_wanted.set()
 
@@ -207,17 +222,125 @@ class Node:
             digest = statement.digest()
             sig = sign_statement(self._key, self.chain_id, statement.interval, digest)
             self.store.save_statement_sig(statement.interval, self.me, digest, height, sig)
-            body = BftStatementSig(
-                interval=statement.interval, height=height, statement=digest, sig=sig
-            )
-            if isinstance(self.core, Replica):
-                self.core.seq += 1  # the consensus stream's seq, shared with the replica
-                seq = self.core.seq
-            else:  # pragma: no cover - followers do not sign
-                seq = now_ms() * 1000
-            env = sign(self._key, self.chain_id, body, seq, now_ms())
-            self.transport.publish(self.topics.consensus(self.me), env.to_bytes())
+            self._gossip_statement_sig(statement.interval, height, digest, sig)
             log.info("signed the statement of interval %d (%s…)", statement.interval, digest[:12])
+
+    def _gossip_statement_sig(self, interval: int, height: int, digest: str, sig: str) -> None:
+        body = BftStatementSig(interval=interval, height=height, statement=digest, sig=sig)
+        if isinstance(self.core, Replica):
+            self.core.seq += 1  # the consensus stream's seq, shared with the replica
+            seq = self.core.seq
+        else:  # pragma: no cover - followers do not sign
+            seq = now_ms() * 1000
+        env = sign(self._key, self.chain_id, body, seq, now_ms())
+        self.transport.publish(self.topics.consensus(self.me), env.to_bytes())
+
+    # ------------------------------------------------------------------ statement repair
+    # Gossip is fire and forget: a validator that was away (and whose broker session was
+    # lost) never hears the others' signatures, and one that died before its own left never
+    # sends it. For a bounded time after an interval settles (and after a restart, for the
+    # last STATEMENT_LOOKBACK intervals), each node re-gossips its own signature while its
+    # view lacks some validator's, and fetches the missing ones from its peers' APIs.
+
+    def _repair_later(self, interval: int) -> None:
+        if interval not in self._statement_repair:
+            self._statement_repair[interval] = (0, time.monotonic() + STATEMENT_FIRST_S)
+
+    def _statement_hash(self, interval: int) -> str | None:
+        """This node's hash of the statement of `interval`, or None before it settled here."""
+        if not isinstance(self.app, EnergyApp):
+            return None
+        found = statement_of(self.app.view(), interval)
+        return None if found is None else str(found["hash"])
+
+    def _own_statement_sig(self, interval: int, digest: str) -> tuple[int, str] | None:
+        for v, d, height, sig in self.store.statement_sigs(interval):
+            if v == self.me and d == digest:
+                return height, sig
+        return None
+
+    def _repair_recent(self) -> None:
+        """After a (re)start: re-gossip our signatures of recent statements once, then repair."""
+        if not isinstance(self.app, EnergyApp):
+            return
+        st = self.app.view()
+        step = st.params.interval_ms
+        last = (self.chain.head.time_ms - step - st.params.grace_s * 1000) // step * step
+        resent = 0
+        for k in range(STATEMENT_LOOKBACK):
+            interval = last - k * step
+            digest = self._statement_hash(interval) if interval >= 0 else None
+            if digest is None:
+                continue
+            own = None if self.follower else self._own_statement_sig(interval, digest)
+            if own is not None:
+                self._gossip_statement_sig(interval, own[0], digest, own[1])
+                resent += 1
+            self._repair_later(interval)
+        if resent:
+            log.info("re-sent own signatures of %d recent statements", resent)
+
+    async def _repair_statement(self, http: httpx.AsyncClient, interval: int) -> bool:
+        """One repair round; True once every current validator's signature is here."""
+        digest = self._statement_hash(interval)
+        if digest is None:
+            return True  # not settled here (another application): nothing to repair
+        validators = set(self.chain.head.validators)
+        have = {
+            v for v, d, _h, _s in self.store.statement_sigs(interval) if d == digest
+        } & validators
+        if have >= validators:
+            return True
+        own = None if self.follower else self._own_statement_sig(interval, digest)
+        if own is not None:
+            self._gossip_statement_sig(interval, own[0], digest, own[1])
+        for peer in self.settings.peers:
+            if have >= validators:
+                break
+            try:
+                response = await http.get(f"{peer}/v1/statements/{interval}")
+                response.raise_for_status()
+                data = response.json()
+                if not isinstance(data, dict) or data.get("hash") != digest:
+                    continue  # not settled there yet, or a diverged peer: nothing to take
+                found = [(s["validator"], int(s["height"]), s["sig"]) for s in data["signatures"]]
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                log.debug("statement %d: peer %s: %s", interval, peer, exc)
+                continue
+            for validator, height, sig in found:
+                if validator not in validators - have or not isinstance(sig, str):
+                    continue
+                if verify_statement(validator, self.chain_id, interval, digest, sig):
+                    self.store.save_statement_sig(interval, validator, digest, height, sig)
+                    have.add(validator)
+        return have >= validators
+
+    async def _statement_loop(self) -> None:
+        async with httpx.AsyncClient(timeout=3.0) as http:
+            while True:
+                await asyncio.sleep(0.5)
+                for interval, (rounds, due) in sorted(self._statement_repair.items()):
+                    if due > time.monotonic():
+                        continue
+                    try:
+                        complete = await self._repair_statement(http, interval)
+                    except StoreError as exc:
+                        log.warning("statement %d: %s", interval, exc)
+                        complete = False
+                    rounds += 1
+                    if complete or rounds >= STATEMENT_TRIES:
+                        self._statement_repair.pop(interval, None)
+                        if not complete:
+                            log.info(
+                                "statement %d: still missing signatures after %d repair "
+                                "rounds; GET /v1/statements/%d shows which",
+                                interval,
+                                rounds,
+                                interval,
+                            )
+                        continue
+                    gap = min(STATEMENT_FIRST_S * 2**rounds, STATEMENT_MAX_GAP_S)
+                    self._statement_repair[interval] = (rounds, time.monotonic() + gap)
 
     def _on_statement_sig(self, env: Envelope) -> None:
         """Keep another validator's statement signature once it verifies."""
@@ -460,7 +583,9 @@ class Node:
             await self._catch_up()
             self._started = True
             self._drive(self.core.start)
+            self._repair_recent()
             tasks.append(asyncio.create_task(self._sync_loop(), name="sync"))
+            tasks.append(asyncio.create_task(self._statement_loop(), name="statements"))
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopper and task.exception() is not None:
