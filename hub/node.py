@@ -34,6 +34,7 @@ from hub.errors import ConfigError, HubError, InvalidBlock, StoreError, SyncErro
 from hub.genesis import Genesis
 from hub.mempool import Mempool
 from hub.state import EnergyApp
+from hub.state.prices import SEQ_PER_BLOCK, zone_prices
 from hub.state.queries import statement_of
 from hub.state.settlement import sign_statement, verify_statement
 from hub.store import ChainStore
@@ -62,6 +63,8 @@ STATEMENT_FIRST_S = 1.0
 STATEMENT_MAX_GAP_S = 60.0
 STATEMENT_LOOKBACK = 32
 """Delivery intervals before the head whose statements are repaired after a (re)start."""
+PRICE_MEMORY = 10_000
+"""How many (zone, interval) reference prices a node remembers having published."""
 
 AppFactory = Callable[[Genesis], Application]
 
@@ -125,6 +128,8 @@ class Node:
                 f"match the stored head's {head.state_hash[:12]}…; the store is corrupt"
             )
         self.app = app
+        # (zone, interval) -> (price, energy_wh) last published, to send only changes.
+        self._published_prices: dict[tuple[str, int], tuple[int, int]] = {}
         self.mempool = Mempool(app, settings.mempool_max_txs)
         self.chain = Chain(
             genesis.chain,
@@ -207,6 +212,7 @@ class Node:
                     len(action.block.txs),
                     action.commit.round,
                 )
+                self._publish_prices(action)
                 if h.energy.settled:
                     for statement in EnergyApp.settled_statements(action.execution):
                         self._repair_later(statement.interval)
@@ -214,6 +220,40 @@ class Node:
                         self._sign_statements(action)
             elif isinstance(action, Sync):
                 self._sync_wanted.set()
+
+    def _publish_prices(self, action: Committed) -> None:
+        """Publish, signed and retained, the zone reference prices this block changed.
+
+        Only at the chain's head: while catching up, the state already holds later blocks,
+        and the last block of the catch-up publishes the current figures.
+        """
+        app = self.app
+        height = action.block.header.height
+        if self.follower or not isinstance(app, EnergyApp) or height != self.chain.head.height:
+            return
+        intervals: set[int] = set()
+        for raw, result in zip(action.block.txs, action.execution.results, strict=True):
+            if not result.ok:
+                continue
+            obj = canonical.decode(raw.encode())  # verified when the block was checked
+            if isinstance(obj, dict) and obj.get("kind") in ("offer", "bid"):
+                body = obj.get("body")
+                interval = body.get("interval") if isinstance(body, dict) else None
+                if isinstance(interval, int):
+                    intervals.add(interval)
+        if not intervals:
+            return
+        for n, price in enumerate(zone_prices(app.view(), height, intervals)):
+            key, figures = (price.zone, price.interval), (price.price, price.energy_wh)
+            if self._published_prices.get(key) == figures:
+                continue
+            self._published_prices[key] = figures
+            env = sign(
+                self._key, self.chain_id, price, height * SEQ_PER_BLOCK + n, action.head.time_ms
+            )
+            self.transport.publish(self.topics.grid(price.zone), env.to_bytes(), retain=True)
+        while len(self._published_prices) > PRICE_MEMORY:
+            del self._published_prices[next(iter(self._published_prices))]
 
     def _sign_statements(self, action: Committed) -> None:
         """Vouch for the statements of the intervals a committed block settled, and gossip."""

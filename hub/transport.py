@@ -42,6 +42,10 @@ class Topics:
         self.consensus_all = f"{self.root}/consensus/+"
         self.gateway_txs = f"{self.root}/gw/+/tx"
 
+    def grid(self, zone: str) -> str:
+        """Where a zone's status and reference prices are published (retained)."""
+        return f"{self.root}/grid/{zone}"
+
     def consensus(self, validator: str) -> str:
         """Where `validator` publishes its consensus messages."""
         return f"{self.root}/consensus/{validator}"
@@ -94,15 +98,15 @@ class Transport:
         self.on_message = on_message
         self.config_name = config_name
         self.connected = False
-        self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
         self._dropped = 0
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Queue a QoS 1 publish; never blocks."""
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Queue a QoS 1 publish (retained if asked); never blocks."""
         if self._outbox.qsize() >= OUTBOX_LIMIT:
             self._outbox.get_nowait()
             self._dropped += 1
-        self._outbox.put_nowait((topic, payload))
+        self._outbox.put_nowait((topic, payload, retain))
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         # paho queues a publish synchronously when the call starts, so tasks started in
@@ -111,9 +115,9 @@ class Transport:
         window = asyncio.Semaphore(IN_FLIGHT)
         pending: set[asyncio.Task[None]] = set()
 
-        async def one(topic: str, payload: bytes) -> None:
+        async def one(topic: str, payload: bytes, retain: bool) -> None:
             try:
-                await client.publish(topic, payload, qos=1, timeout=30)
+                await client.publish(topic, payload, qos=1, retain=retain, timeout=30)
             except aiomqtt.MqttError as exc:
                 log.debug("publish to %s failed: %s", topic, exc)
             finally:
@@ -121,9 +125,9 @@ class Transport:
 
         try:
             while True:
-                topic, payload = await self._outbox.get()
+                topic, payload, retain = await self._outbox.get()
                 await window.acquire()
-                task = asyncio.create_task(one(topic, payload))
+                task = asyncio.create_task(one(topic, payload, retain))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
                 await asyncio.sleep(0)  # let the task hand the message to paho now

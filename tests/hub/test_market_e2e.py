@@ -27,7 +27,7 @@ from nacl.signing import SigningKey
 from hub.state.settlement import verify_statement
 from tests.hub.hubnet import ROOT, HubNet, client_key, wait_until
 from tests.support import Broker
-from wire.envelope import Envelope, sign
+from wire.envelope import Envelope, parse, sign
 from wire.keys import public_hex, save_key
 from wire.kinds import MeterRead
 
@@ -112,6 +112,23 @@ def _mqtt_publish(broker: Broker, topic: str, payload: bytes) -> None:
     client.publish(topic, payload, qos=1).wait_for_publish(5)
     client.loop_stop()
     client.disconnect()
+
+
+def _retained(broker: Broker, topic: str, timeout_s: float = 5.0) -> list[bytes]:
+    """Messages a fresh subscriber gets on `topic` (retained ones arrive at once)."""
+    got: list[bytes] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, m: got.append(m.payload)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    client.subscribe(topic, qos=1)
+    deadline = time.monotonic() + timeout_s
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    client.loop_stop()
+    client.disconnect()
+    return got
 
 
 def _committed(net: HubNet, node: int, env: Envelope) -> bool:
@@ -204,6 +221,19 @@ def test_market_round_trip_over_four_validators(
     assert (trade["energy_wh"], trade["price"]) == (600, 300)
     assert trade["seller"] == public_hex(seller_owner)
     assert trade["buyer"] == public_hex(buyer)
+
+    # Gateways learn the reference price over MQTT: signed by a validator, retained on the
+    # zone's grid topic, equal to what the API says, for both sides' zones and their parent.
+    validators = set(net.keys)  # public keys of the validators
+    for zone in (SELLER_ZONE, BUYER_ZONE, "pea/sub1", "pea"):
+        api_price = _get(net, 2, "/v1/market/price", interval=x, zone=zone)
+        (payload,) = _retained(broker, f"gtx/v1/{chain}/grid/{zone}")
+        env = parse(payload, chain)
+        assert env.kind == "zone_price"
+        assert env.sender in validators
+        body = env.body.to_json()
+        assert (body["zone"], body["interval"]) == (zone, x)
+        assert (body["price"], body["energy_wh"]) == (api_price["price"], 600) == (300, 600)
 
     # Settlement after the interval closes and the grace period passes.
     wait_until(
