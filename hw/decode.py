@@ -25,7 +25,7 @@ MAX_DECODED = MAX_ENERGY_WH
 SUNSSF_RANGE = range(-10, 11)
 """Valid SunSpec scale factors."""
 
-_NOT_IMPLEMENTED: Mapping[str, int] = {
+NOT_IMPLEMENTED: Mapping[str, int] = {
     "u16": 0xFFFF,
     "s16": 0x8000,
     "sunssf": 0x8000,
@@ -36,6 +36,8 @@ _NOT_IMPLEMENTED: Mapping[str, int] = {
     "s64": 0x8000_0000_0000_0000,
     "float32": 0x7FC0_0000,
 }
+"""Raw value of each type that SunSpec reserves for "not implemented" (decoding refuses it,
+the simulator serves it for points a device lacks)."""
 
 
 class DecodeError(ValueError):
@@ -83,7 +85,7 @@ def is_not_implemented(spec: PointSpec, registers: Sequence[int]) -> bool:
     raw = raw_integer(spec, registers)
     if spec.type == "float32":
         return math.isnan(struct.unpack(">f", raw.to_bytes(4, "big"))[0])
-    return raw == _NOT_IMPLEMENTED[spec.type]
+    return raw == NOT_IMPLEMENTED[spec.type]
 
 
 def _native(spec: PointSpec, registers: Sequence[int]) -> int | Fraction:

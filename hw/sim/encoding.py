@@ -11,7 +11,7 @@ import struct
 from collections.abc import Sequence
 from fractions import Fraction
 
-from hw.decode import RegisterImage
+from hw.decode import NOT_IMPLEMENTED, RegisterImage
 from hw.measurement import Measurements
 from hw.profile import Function, PointSpec, Profile
 from hw.sunspec import (
@@ -35,18 +35,6 @@ _INT_RANGES = {
 }
 """Encodable native ranges; the extremes SunSpec reserves for "not implemented" are left out."""
 
-_NOT_IMPLEMENTED_RAW = {
-    "u16": 0xFFFF,
-    "s16": 0x8000,
-    "sunssf": 0x8000,
-    "u32": 0xFFFF_FFFF,
-    "s32": 0x8000_0000,
-    "acc32": 0,
-    "u64": 0xFFFF_FFFF_FFFF_FFFF,
-    "s64": 0x8000_0000_0000_0000,
-    "float32": 0x7FC0_0000,
-}
-
 
 class EncodeError(ValueError):
     """A value cannot be represented by a point's type and scale."""
@@ -65,7 +53,7 @@ def bytes_to_registers(spec: PointSpec, data: bytes) -> tuple[int, ...]:
 
 def not_implemented_registers(spec: PointSpec) -> tuple[int, ...]:
     """Registers carrying SunSpec's "not implemented" value for the point's type."""
-    raw = _NOT_IMPLEMENTED_RAW[spec.type]
+    raw = NOT_IMPLEMENTED[spec.type]
     return bytes_to_registers(spec, raw.to_bytes(2 * spec.count, "big"))
 
 
