@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from wire.envelope import parse
-from wire.errors import InvalidMessage, Replayed
+from wire.errors import InvalidMessage
 from wire.replay import SeqGuard
 
 
@@ -50,9 +50,7 @@ def verify_lines(
                 if mid not in seen:
                     guard.accept(env)
                     seen.add(mid)
-        except Replayed as exc:
-            yield LineResult(number, str(exc))
-        except InvalidMessage as exc:
+        except InvalidMessage as exc:  # Replayed included
             yield LineResult(number, str(exc))
         else:
             yield LineResult(number, None, env.kind)

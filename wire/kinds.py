@@ -167,6 +167,7 @@ ProposalAction = Literal[
     "validator_remove",
     "emergency",
 ]
+PROPOSAL_ACTIONS: tuple[str, ...] = ProposalAction.__args__  # type: ignore[attr-defined]
 
 
 @message_kind("proposal", stream="tx")

@@ -15,7 +15,7 @@ import typing
 from typing import Any, ClassVar, Literal, Self
 
 from wire.canonical import INT_MAX, INT_MIN, JSON
-from wire.errors import InvalidField, InvalidMessage
+from wire.errors import InvalidField
 
 _HINTS: dict[type, dict[str, Any]] = {}
 
@@ -108,6 +108,19 @@ def _coerce(value: Any, tp: Any, meta: typing.Mapping[str, Any], path: str) -> A
     raise TypeError(f"unsupported field type {tp!r} at {path}")  # a bug in a body definition
 
 
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Turn JSON shapes into those a body is built from: lists to tuples, objects to structs.
+
+    Nothing else is checked here: `__post_init__` checks types and ranges.
+    """
+    if typing.get_origin(tp) is tuple and isinstance(value, list):
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
+    if isinstance(tp, type) and issubclass(tp, Struct) and not isinstance(value, tp):
+        return tp.from_json(value, path)
+    return value
+
+
 def _to_json(value: Any) -> JSON:
     if isinstance(value, Struct):
         return value.to_json()
@@ -154,13 +167,13 @@ class Struct:
         for f in fields:
             if f.name not in data:
                 raise InvalidField(f"{path}.{f.name}", "missing")
-            kwargs[f.name] = _coerce(data[f.name], hints[f.name], f.metadata, f"{path}.{f.name}")
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], f"{path}.{f.name}")
+        # Types and ranges are checked once, by __post_init__; its errors name the field
+        # relative to this object, so they get this object's path in front.
         try:
             return cls(**kwargs)
         except InvalidField as exc:
             raise InvalidField(f"{path}.{exc.field}", exc.problem) from None
-        except InvalidMessage:
-            raise
 
     def to_json(self) -> dict[str, JSON]:
         """The body as a JSON object (dict with tuples turned into lists)."""

@@ -26,6 +26,7 @@ from wire.envelope import sign
 from wire.errors import InvalidMessage, KeyFileError
 from wire.keys import load_key, public_hex
 from wire.kinds import (
+    PROPOSAL_ACTIONS,
     SOURCES,
     Bid,
     Cancel,
@@ -209,15 +210,7 @@ def add_tx_parser(subparsers: Any) -> None:
         "--action",
         dest="proposal_action",
         required=True,
-        choices=(
-            "param_change",
-            "authority_add",
-            "authority_remove",
-            "authority_role",
-            "validator_add",
-            "validator_remove",
-            "emergency",
-        ),
+        choices=PROPOSAL_ACTIONS,
     )
     p.add_argument("--target", required=True, help="parameter name, account key or zone")
     p.add_argument("--value", type=int, default=0, help="new value or argument")
