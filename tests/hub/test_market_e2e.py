@@ -171,19 +171,22 @@ def test_market_round_trip_over_four_validators(
     assert device["zone"] == SELLER_ZONE
 
     # The next interval that leaves time to trade before its gate closes (1 s before).
+    # The offer must rest before the bid arrives (the trade is at the resting order's
+    # price), so the bid is sent only once the offer is committed.
     step = INTERVAL_S * 1000
-    x = (int(time.time() * 1000) + 5_000) // step * step + step
-    orders = [
+    x = (int(time.time() * 1000) + 8_000) // step * step + step
+    offer = _done(
         _gtx("offer", "--key", str(keys / "seller.key"), "--hub", net.urls[2],
              "--interval", str(x), "--energy-wh", "1000", "--price", "300",
-             "--zone", SELLER_ZONE, "--source", "solar"),
+             "--zone", SELLER_ZONE, "--source", "solar")
+    )  # fmt: skip
+    bid = _done(
         _gtx("bid", "--key", str(keys / "buyer.key"), "--hub", net.urls[3],
              "--interval", str(x), "--energy-wh", "600", "--price", "400",
-             "--zone", BUYER_ZONE, "--sources", "solar,wind"),
-    ]  # fmt: skip
-    offer, bid = (_done(p) for p in orders)
+             "--zone", BUYER_ZONE, "--sources", "solar,wind")
+    )  # fmt: skip
     assert offer["status"] == bid["status"] == "committed"
-    assert offer["height"] <= bid["height"]
+    assert offer["height"] < bid["height"]
 
     # Governance while the interval runs: raise the price floor to 350 satang/kWh.
     proposal = _done(
