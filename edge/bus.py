@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from edge import modbus
-from edge.config import DeviceSettings, PollingSettings, Transport
+from edge.config import DeviceSettings, PollingSettings
 from edge.errors import DeviceError, DeviceUnreachable, FrameError
 from edge.scheduler import Health, Policy, after_failure, after_success, became_degraded, next_poll
+from edge.transport import Transport
 from hw.measurement import Measurements
 from hw.profile import Profile, load_profile
 from hw.sunspec import SunSpecMap
@@ -41,22 +42,12 @@ class Link(Protocol):
         """Release the transport."""
 
 
-def _modbus_transport(t: Transport) -> modbus.Transport:
-    if t.kind == "tcp":
-        return modbus.Transport("tcp", host=t.host, port=t.port)
-    if t.parity == "E":
-        return modbus.Transport("rtu", path=t.path, baud=t.baud, parity="E")
-    if t.parity == "O":
-        return modbus.Transport("rtu", path=t.path, baud=t.baud, parity="O")
-    return modbus.Transport("rtu", path=t.path, baud=t.baud, parity="N")
-
-
 class ModbusLink:
     """One pymodbus client shared by every device of a TCP endpoint or serial port."""
 
     def __init__(self, transport: Transport, frame_gap_ms: int) -> None:
         """Prepare a link (connects on first read)."""
-        self._transport = _modbus_transport(transport)
+        self._transport = transport
         self._gap_s = frame_gap_ms / 1000 if transport.kind == "rtu" else 0.0
         self._client: modbus.ModbusClient | None = None
         self._sunspec: dict[str, SunSpecMap] = {}

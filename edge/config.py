@@ -17,14 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from edge.errors import ConfigError
+from edge.transport import FORMS, Transport, parse_transport
 from hw.profile import ProfileError, load_profile
 from wire.envelope import CHAIN
 from wire.kinds import DEVICE, SOURCES, ZONE, Source
 
-TransportKind = Literal["tcp", "rtu", "iec61850"]
 KeepTx = Literal["puback", "committed"]
 
 _GATEWAY_KEYS = frozenset({"key", "chain", "zone", "state_dir", "interval_s"})
@@ -59,38 +59,6 @@ _DEVICE_KEYS = frozenset(
     {"name", "profile", "transport", "unit", "poll_ms", "source", "timeout_ms", "capacity_w"}
 )
 _TOP_KEYS = frozenset({"gateway", "mqtt", "outbox", "polling", "metrics", "device"})
-_PARITIES = ("N", "E", "O")
-_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-_LD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,64}")
-
-
-@dataclass(frozen=True, slots=True)
-class Transport:
-    """Where a device is reached; devices with the same `bus` share one scheduler."""
-
-    kind: TransportKind
-    """`tcp` (Modbus TCP), `rtu` (Modbus RTU on a serial port) or `iec61850` (MMS)."""
-    host: str = ""
-    """TCP host (tcp, iec61850)."""
-    port: int = 0
-    """TCP port (tcp, iec61850)."""
-    path: str = ""
-    """Serial device (rtu), e.g. `/dev/ttyAMA0`."""
-    baud: int = 9600
-    """Serial speed in baud (rtu)."""
-    parity: str = "N"
-    """Serial parity N, E or O (rtu)."""
-    ld_name: str = ""
-    """IEC 61850 logical device name (iec61850)."""
-    text: str = ""
-    """The transport as written in the config, for messages."""
-
-    @property
-    def bus(self) -> str:
-        """Identity of the physical bus: one request at a time per bus."""
-        if self.kind == "rtu":
-            return f"rtu:{self.path}"
-        return f"{self.kind}:{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +83,8 @@ class DeviceSettings:
     def describe(self) -> str:
         """Operator-facing identity: `meter1 (sdm630, tcp://127.0.0.1:5020 unit 1)`."""
         if self.transport.kind == "iec61850":
-            return f"{self.name} ({self.profile}, {self.transport.text})"
-        return f"{self.name} ({self.profile}, {self.transport.text} unit {self.unit})"
+            return f"{self.name} ({self.profile}, {self.transport.url})"
+        return f"{self.name} ({self.profile}, {self.transport.url} unit {self.unit})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,50 +249,6 @@ def _table(source: str, doc: Mapping[str, Any], name: str, required: bool) -> Ma
     return value
 
 
-def parse_transport(text: str, fail: Any) -> Transport:
-    """Parse `tcp://HOST:PORT`, `rtu:///dev/ttyX?baud=9600&parity=N` or `iec61850://HOST:PORT/LD`.
-
-    Args:
-        text: the transport URL.
-        fail: called with a problem sentence, returns the exception to raise.
-
-    Raises:
-        ConfigError: (from `fail`) the URL is not one of the three forms.
-    """
-    forms = "tcp://HOST:PORT, rtu:///dev/ttyX?baud=9600&parity=N or iec61850://HOST:PORT/LDNAME"
-    try:
-        url = urlsplit(text)
-        port = url.port
-    except ValueError as exc:
-        raise fail(f"is not a transport URL ({exc}); expected {forms}") from exc
-    if url.scheme == "tcp":
-        if not url.hostname or port is None or port == 0 or url.path not in ("", "/"):
-            raise fail(f"must be tcp://HOST:PORT, got {text!r}")
-        return Transport("tcp", host=url.hostname, port=port, text=text)
-    if url.scheme == "iec61850":
-        ld = url.path.strip("/")
-        if not url.hostname or not ld or not _LD.fullmatch(ld):
-            raise fail(f"must be iec61850://HOST:PORT/LDNAME, got {text!r}")
-        return Transport("iec61850", host=url.hostname, port=port or 102, ld_name=ld, text=text)
-    if url.scheme == "rtu":
-        if url.netloc or not url.path.startswith("/"):
-            raise fail(f"must be rtu:///dev/ttyX?baud=9600&parity=N (three slashes), got {text!r}")
-        query = parse_qs(url.query, strict_parsing=False)
-        unknown = sorted(set(query) - {"baud", "parity"})
-        if unknown:
-            raise fail(f"unknown option {unknown[0]!r} in {text!r}; options: baud, parity")
-        baud_text = query.get("baud", ["9600"])[-1]
-        if not baud_text.isdigit() or int(baud_text) not in _BAUDS:
-            raise fail(f"baud must be one of {', '.join(map(str, _BAUDS))}, got {baud_text!r}")
-        parity = query.get("parity", ["N"])[-1].upper()
-        if parity not in _PARITIES:
-            raise fail(f"parity must be N, E or O, got {parity!r}")
-        return Transport(
-            "rtu", path=unquote(url.path), baud=int(baud_text), parity=parity, text=text
-        )
-    raise fail(f"has unknown scheme {url.scheme!r} in {text!r}; expected {forms}")
-
-
 def _device(source: str, index: int, raw: object, polling: PollingSettings) -> DeviceSettings:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: [[device]] #{index} must be a table")
@@ -338,10 +262,10 @@ def _device(source: str, index: int, raw: object, polling: PollingSettings) -> D
         load_profile(profile)
     except ProfileError as exc:
         raise r.error("profile", str(exc)) from exc
-    transport = parse_transport(
-        r.text("transport", hint="tcp://HOST:PORT or rtu:///dev/ttyX?baud=9600&parity=N"),
-        lambda problem: r.error("transport", problem),
-    )
+    try:
+        transport = parse_transport(r.text("transport", hint=FORMS))
+    except ConfigError as exc:
+        raise r.error("transport", str(exc)) from None
     unit = r.integer("unit", 1, 1 if transport.kind != "iec61850" else 0, 247)
     poll_ms = r.integer("poll_ms", 1000, 100, 3_600_000, " ms")
     source_name = cast(Source, r.choice("source", "grid", SOURCES))
@@ -467,7 +391,7 @@ def parse_settings(text: str, source: str = "<config>") -> Settings:
             if where in units:
                 raise ConfigError(
                     f"{source}: [[device]] #{i} {dev.name!r} key 'unit': unit {dev.unit} on "
-                    f"{dev.transport.text} is already device {units[where]!r}"
+                    f"{dev.transport.url} is already device {units[where]!r}"
                 )
             units[where] = dev.name
     _check_buses(source, devices)

@@ -1,9 +1,9 @@
 """Modbus client shell: read a device's profile over TCP or RTU, scan a bus.
 
-The parts that need no I/O (transport parsing, device descriptions, error translation)
-are plain functions; the async functions only move registers between pymodbus and the
-pure cores in `hw` (plan, SunSpec discovery, decode). Every pymodbus or serial failure
-leaves this module as an `edge.errors.DeviceError` whose message names the device and
+The parts that need no I/O (device descriptions, error translation) are plain functions;
+transports come from `edge.transport`. The async functions only move registers between
+pymodbus and the pure cores in `hw` (plan, SunSpec discovery, decode). Every pymodbus or
+serial failure leaves this module as an `edge.errors.DeviceError` whose message names the device and
 says what to check.
 
 pymodbus quirks handled here: the client's own retries are set to 0 (we retry, so the
@@ -22,8 +22,6 @@ import contextlib
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
-from urllib.parse import parse_qs, urlsplit
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
@@ -39,6 +37,7 @@ from edge.errors import (
     ImplausibleReading,
     ModbusException,
 )
+from edge.transport import Transport, parse_transport
 from hw.decode import DecodeError, decode_profile, plausibility_problems
 from hw.measurement import Measurements
 from hw.plan import DEFAULT_MAX_GAP, ReadRequest, plan_reads
@@ -63,95 +62,6 @@ _BUSY_CODES = frozenset({5, 6})
 _RX_BYTES: weakref.WeakKeyDictionary[ModbusBaseClient, list[int]] = weakref.WeakKeyDictionary()
 
 ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
-
-
-@dataclass(frozen=True, slots=True)
-class Transport:
-    """How to reach a Modbus device: TCP host and port, or an RS-485 serial port."""
-
-    kind: Literal["tcp", "rtu"]
-    """`tcp` or `rtu`."""
-    host: str = ""
-    """TCP host (tcp only)."""
-    port: int = 502
-    """TCP port (tcp only)."""
-    path: str = ""
-    """Serial device, e.g. /dev/ttyUSB0 (rtu only)."""
-    baud: int = 9600
-    """Serial bit rate (rtu only)."""
-    parity: Literal["N", "E", "O"] = "N"
-    """Serial parity (rtu only)."""
-    stopbits: int = 1
-    """Serial stop bits (rtu only)."""
-
-    def describe(self) -> str:
-        """Short human form: `tcp 10.0.0.5:502` or `rtu /dev/ttyUSB0`."""
-        if self.kind == "tcp":
-            return f"tcp {self.host}:{self.port}"
-        return f"rtu {self.path}"
-
-    @property
-    def url(self) -> str:
-        """The transport as a string `parse_transport` reads back."""
-        if self.kind == "tcp":
-            return f"tcp://{self.host}:{self.port}"
-        stop = f"&stopbits={self.stopbits}" if self.stopbits != 1 else ""
-        return f"rtu://{self.path}?baud={self.baud}&parity={self.parity}{stop}"
-
-
-def parse_transport(text: str, baud: int | None = None, parity: str | None = None) -> Transport:
-    """Parse `tcp://HOST:PORT` or `rtu:///dev/ttyX?baud=9600&parity=N`.
-
-    Args:
-        text: the transport string (a bare `/dev/...` path means rtu).
-        baud: serial bit rate, overriding the query string.
-        parity: serial parity N, E or O, overriding the query string.
-
-    Raises:
-        ConfigError: the string is not a transport; the message shows the accepted forms.
-    """
-    forms = "use tcp://HOST:PORT or rtu:///dev/ttyUSB0?baud=9600&parity=N"
-    if text.startswith("/"):
-        text = f"rtu://{text}"
-    parts = urlsplit(text)
-    if parts.scheme == "tcp":
-        if not parts.hostname:
-            raise ConfigError(f"transport {text!r}: missing host; {forms}")
-        try:
-            port = parts.port or 502
-        except ValueError as exc:
-            raise ConfigError(f"transport {text!r}: bad port; {forms}") from exc
-        return Transport("tcp", host=parts.hostname, port=port)
-    if parts.scheme != "rtu":
-        raise ConfigError(f"transport {text!r}: unknown scheme {parts.scheme!r}; {forms}")
-    path = parts.path or ""
-    if parts.netloc:
-        path = f"/{parts.netloc}{path}"
-    if not path:
-        raise ConfigError(f"transport {text!r}: missing serial device path; {forms}")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = sorted(set(query) - {"baud", "parity", "stopbits"})
-    if unknown:
-        raise ConfigError(f"transport {text!r}: unknown option {unknown[0]!r}; {forms}")
-    try:
-        rate = baud if baud is not None else int(query.get("baud", "9600"))
-        stop = int(query.get("stopbits", "1"))
-    except ValueError as exc:
-        raise ConfigError(f"transport {text!r}: baud and stopbits are integers") from exc
-    if rate not in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200):
-        raise ConfigError(f"transport {text!r}: baud {rate} is not a standard RS-485 rate")
-    par = (parity if parity is not None else query.get("parity", "N")).upper()
-    if par not in ("N", "E", "O"):
-        raise ConfigError(f"transport {text!r}: parity must be N, E or O, not {par!r}")
-    if stop not in (1, 2):
-        raise ConfigError(f"transport {text!r}: stopbits must be 1 or 2")
-    return Transport(
-        "rtu",
-        path=path,
-        baud=rate,
-        parity="E" if par == "E" else "O" if par == "O" else "N",
-        stopbits=stop,
-    )
 
 
 def describe_device(name: str, transport: Transport, unit: int) -> str:
@@ -221,7 +131,13 @@ def exception_error(device: str, code: int, request: ReadRequest) -> ModbusExcep
 
 
 def client_for(transport: Transport, timeout_s: float = 1.0) -> ModbusClient:
-    """A pymodbus client for `transport` (not connected; no pymodbus-level retries)."""
+    """A pymodbus client for `transport` (not connected; no pymodbus-level retries).
+
+    Raises:
+        ConfigError: `transport` is not a Modbus one (iec61850).
+    """
+    if transport.kind == "iec61850":
+        raise ConfigError(f"{transport.url}: not a Modbus transport; use tcp:// or rtu://")
     counter = [0]
 
     def count_rx(sending: bool, data: bytes) -> bytes:

@@ -98,7 +98,7 @@ def _host_port(text: str, option: str) -> tuple[str, int]:
 
 
 def _modbus_transport(args: argparse.Namespace) -> Any:
-    from edge.modbus import parse_transport
+    from edge.transport import parse_transport
 
     if args.tcp:
         host, port = _host_port(args.tcp, "--tcp")

@@ -19,6 +19,7 @@ from edge.metrics import answer
 from edge.retention import MINUTE_MS, TelemetryRow, thinning_plan
 from edge.scheduler import Health, Policy, after_failure, after_success, next_poll
 from edge.status import DeviceStatus, Histogram, Snapshot, describe, render_metrics, to_obj
+from edge.transport import Transport
 from hw.measurement import Measurements
 from hw.profile import load_profile
 
@@ -62,6 +63,21 @@ def test_devices_group_by_bus() -> None:
     assert s.devices[0].source == "grid"
 
 
+def test_config_transport_forms_share_one_parser() -> None:
+    """The config reads the URLs `gtx edge read` reads: defaults, stop bits, bare paths."""
+    forms = {
+        "tcp://meter.local": Transport("tcp", host="meter.local", port=502),
+        "/dev/ttyUSB0": Transport("rtu", path="/dev/ttyUSB0"),
+        "rtu:///dev/ttyS1?baud=19200&parity=e&stopbits=2": Transport(
+            "rtu", path="/dev/ttyS1", baud=19200, parity="E", stopbits=2
+        ),
+    }
+    for text, want in forms.items():
+        s = parse_settings(BASE + DEVICE.replace("tcp://127.0.0.1:5020", text))
+        assert s.devices[0].transport == want
+        assert s.devices[0].describe() == f"meter1 (sdm630, {want.url} unit 1)"
+
+
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
@@ -69,7 +85,10 @@ def test_devices_group_by_bus() -> None:
         (('chain = "gtx-local"', 'chain = "GTX"'), "key 'chain': must be a chain id"),
         (("unit = 1", "unit = 300"), "'meter1' key 'unit': must be an integer from 1 to 247"),
         (('profile = "sdm630"', 'profile = "nope"'), "key 'profile': no profile named 'nope'"),
-        (("tcp://127.0.0.1:5020", "udp://x:1"), "key 'transport': has unknown scheme 'udp'"),
+        (
+            ("tcp://127.0.0.1:5020", "udp://x:1"),
+            "'transport': 'udp://x:1' has unknown scheme",
+        ),
         (("tcp://127.0.0.1:5020", "rtu:///dev/x?baud=9601"), "baud must be one of"),
         (("mqtt://127.0.0.1:1883", "http://x"), "[mqtt] key 'url': must be mqtt://"),
         (("unit = 1", "unit = 1\npoll = 5"), "key 'poll': unknown key; allowed keys:"),

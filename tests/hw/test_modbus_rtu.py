@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from edge.errors import DeviceTimeout, FrameError, ModbusException
-from edge.modbus import open_client, parse_transport, read_measurements, scan
+from edge.modbus import open_client, read_measurements, scan
+from edge.transport import parse_transport
 from hw.decode import decode_profile
 from hw.plan import plan_reads
 from hw.profile import load_profile

@@ -18,14 +18,13 @@ from edge.errors import (
     ModbusException,
 )
 from edge.modbus import (
-    Transport,
     client_for,
     describe_device,
-    parse_transport,
     read_measurements,
     scan,
     translate_error,
 )
+from edge.transport import Transport, parse_transport
 from hw.decode import decode_profile
 from hw.measurement import Measurements
 from hw.profile import load_profile, parse_profile
@@ -194,6 +193,11 @@ async def test_shared_client_concurrent_reads(clock: SteppedClock) -> None:
             "rtu:///tmp/x/ttyS?baud=9600&stopbits=2",
             Transport("rtu", path="/tmp/x/ttyS", stopbits=2),
         ),
+        (
+            "iec61850://10.0.0.7/MeterLD0",
+            Transport("iec61850", "10.0.0.7", 102, ld_name="MeterLD0"),
+        ),
+        ("iec61850://h:8102/LD", Transport("iec61850", host="h", port=8102, ld_name="LD")),
     ],
 )
 def test_parse_transport(text: str, want: Transport) -> None:
@@ -205,8 +209,11 @@ def test_parse_transport(text: str, want: Transport) -> None:
     ("text", "match"),
     [
         ("udp://1.2.3.4:5", "unknown scheme 'udp'"),
-        ("tcp://:502", "missing host"),
-        ("rtu:///dev/ttyUSB0?baud=1234", "baud 1234 is not a standard"),
+        ("tcp://:502", "missing the host"),
+        ("rtu://ttyUSB0", "three slashes"),
+        ("rtu:///dev/ttyUSB0?stopbits=3", "stopbits must be 1 or 2"),
+        ("iec61850://meter/", "expected iec61850://HOST:PORT/LDNAME"),
+        ("rtu:///dev/ttyUSB0?baud=1234", "baud must be one of 1200, 2400"),
         ("rtu:///dev/ttyUSB0?parity=X", "parity must be N, E or O"),
         ("rtu:///dev/ttyUSB0?speed=9600", "unknown option 'speed'"),
     ],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edge.errors import FrameError
-from edge.modbus import client_for, discover_sunspec, parse_transport, read_measurements
+from edge.modbus import client_for, discover_sunspec, read_measurements
+from edge.transport import parse_transport
 from hw.profile import load_profile
 from hw.sim.device import DeviceOptions, Site
 from hw.sim.encoding import sunspec_layout
