@@ -91,8 +91,14 @@ class Application(Protocol):
         """Sorted validator set for the next block."""
         ...
 
-    def check_tx(self, tx: Envelope) -> None:
+    def check_tx(self, tx: Envelope, *, queued: bool = False) -> None:
         """Admission check against the committed state (signature already verified).
+
+        Args:
+            tx: the transaction.
+            queued: the sender has pending transactions with a lower seq, which may change
+                what `tx` finds (a meter read's `prev` is the read before it); check only
+                what they cannot change. The block re-checks everything.
 
         Raises:
             TxRejected: with a reason the sender can act on.

@@ -80,8 +80,8 @@ class TransferLedger:
         """Last committed `tx`-stream seq of `sender` (0 when none)."""
         return self._state.nonces.get(sender, 0)
 
-    def check_tx(self, tx: Envelope) -> None:
-        """Refuse non-transactions and replays of committed seqs.
+    def check_tx(self, tx: Envelope, *, queued: bool = False) -> None:
+        """Refuse non-transactions and replays of committed seqs (`queued` changes nothing).
 
         Raises:
             TxRejected: not on the `tx` stream, or seq not above the committed one.

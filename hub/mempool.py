@@ -2,8 +2,12 @@
 
 Admission: the caller has verified the envelope (signature, chain); the mempool refuses
 duplicates, non-transactions and what the application's `check_tx` refuses, and holds at most
-`max_txs`. Proposal order: senders round-robin in order of their oldest pending transaction,
-each sender's transactions by `seq`, so one busy gateway cannot starve the others and a
+`max_txs`. A transaction behind a pending one of the same sender (lower seq) is checked as
+`queued`: only for what its predecessors cannot change, since they may be what makes it
+valid (a device's next meter read chains to the pending one); the block re-checks it.
+
+Proposal order: senders round-robin in order of their oldest pending transaction, each
+sender's transactions by `seq`, so one busy gateway cannot starve the others and a
 sender's transactions never overtake each other. After a block commits, included
 transactions leave and the remaining ones of the same senders are re-checked.
 """
@@ -75,7 +79,7 @@ class Mempool:
         if tid in self._by_id:
             return False
         try:
-            self.app.check_tx(env)
+            self.app.check_tx(env, queued=self._queued(env))
         except TxRejected as exc:
             self._reject(tid, exc.reason)
             raise
@@ -92,6 +96,10 @@ class Mempool:
             self._order[env.sender] = None
         self._rejected.pop(tid, None)
         return True
+
+    def _queued(self, env: Envelope) -> bool:
+        """Whether a pending transaction of the same sender comes before `env`."""
+        return any(seq < env.seq for seq in self._by_sender.get(env.sender, ()))
 
     def reap(self, max_txs: int) -> Sequence[Envelope]:
         """Up to `max_txs` transactions in proposal order."""
@@ -132,8 +140,9 @@ class Mempool:
             senders = set(self._by_sender)
         for sender in senders:
             for tid in list(self._by_sender.get(sender, {}).values()):
+                env = self._by_id[tid]
                 try:
-                    self.app.check_tx(self._by_id[tid])
+                    self.app.check_tx(env, queued=self._queued(env))
                 except TxRejected as exc:
                     self._remove(tid)
                     self._reject(tid, exc.reason)

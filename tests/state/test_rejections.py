@@ -7,8 +7,8 @@ import json
 import pytest
 
 from hub.errors import TxRejected
-from tests.state.harness import MIN, T0, Net, pub
-from wire.envelope import parse
+from tests.state.harness import MIN, T0, Net, key, pub
+from wire.envelope import parse, sign
 from wire.errors import BadSignature
 from wire.kinds import Cancel, Proposal, Transfer, Vote
 
@@ -152,3 +152,45 @@ def test_check_tx_admits_a_read_just_past_the_boundary(net: Net) -> None:
     net.app.check_tx(net.read("gw", "pv", T0 + MIN, 0, 0, "solar"))
     with pytest.raises(TxRejected, match="in the future"):
         net.app.check_tx(net.read("gw", "pv", T0 + 3 * MIN, 0, 0, "solar"))
+
+
+def test_a_backlog_of_chained_reads_is_admitted_and_commits_in_one_block(net: Net) -> None:
+    """A gateway back from an outage sends a device's reads back to back: each `prev` is the
+    read still pending before it. The mempool admits them behind it; the block judges them."""
+    from hub.mempool import Mempool
+
+    pool = Mempool(net.app)
+    net.ok(net.read("gw", "pv", T0, 0, 0, "solar"), at=T0 + 1)
+    net.ok(at=T0 + 4 * MIN + 1)
+    backlog = [net.read("gw", "pv", T0 + i * MIN, 0, 40 * i, "solar") for i in range(1, 5)]
+    # The second read alone fails admission: its `prev` is not on chain yet.
+    with pytest.raises(TxRejected, match="out of order: prev"):
+        net.app.check_tx(backlog[1])
+    for env in backlog:
+        assert pool.add(env)
+    # Behind them, what the predecessors cannot change is still checked.
+    taken = net.tx("gw", Transfer(to=pub("buyer"), amount=1), seq=backlog[2].seq)
+    with pytest.raises(TxRejected, match="already pending"):
+        pool.add(taken)
+    foreign = sign(key("gw"), "other-chain", Transfer(to=pub("buyer"), amount=1), 99, T0)
+    with pytest.raises(TxRejected, match="is for chain 'other-chain'"):
+        pool.add(foreign)
+    txs = list(pool.reap(100))
+    assert txs == backlog
+    net.ok(*txs)
+    assert net.q("meters", f"{pub('gw')}/pv").last_id == backlog[-1].message_id()
+
+
+def test_a_queued_transaction_that_turns_out_invalid_fails_in_its_block(net: Net) -> None:
+    from hub.mempool import Mempool
+
+    pool = Mempool(net.app)
+    net.ok(net.read("gw", "pv", T0, 0, 0, "solar"), at=T0 + 1)
+    net.ok(at=T0 + 3 * MIN + 1)
+    first = net.read("gw", "pv", T0 + MIN, 0, 50, "solar")
+    over = net.read("gw", "pv", T0 + 2 * MIN, 0, 10_000, "solar")  # 6 kW: 100 Wh a minute
+    assert pool.add(first)
+    assert pool.add(over)
+    results = net.block(*pool.reap(10))
+    assert [r.ok for r in results] == [True, False]
+    assert "over capacity" in results[1].reason
