@@ -55,10 +55,11 @@ _POLLING_KEYS = frozenset(
     }
 )
 _METRICS_KEYS = frozenset({"host", "port"})
+_HUB_KEYS = frozenset({"url", "ca", "poll_s", "timeout_ms"})
 _DEVICE_KEYS = frozenset(
     {"name", "profile", "transport", "unit", "poll_ms", "source", "timeout_ms", "capacity_w"}
 )
-_TOP_KEYS = frozenset({"gateway", "mqtt", "outbox", "polling", "metrics", "device"})
+_TOP_KEYS = frozenset({"gateway", "mqtt", "outbox", "polling", "metrics", "hub", "device"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,20 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HubSettings:
+    """The `[hub]` table: a validator's HTTP API, where the gateway learns what committed."""
+
+    url: str
+    """Base URL, `http://HOST:PORT` or `https://HOST:PORT` (no trailing slash)."""
+    ca: str | None
+    """CA file for an https URL; None uses the system's trust store."""
+    poll_s: int
+    """Seconds between two questions while tx messages wait for their commit."""
+    timeout_ms: int
+    """Per-request timeout in ms."""
+
+
+@dataclass(frozen=True, slots=True)
 class PollingSettings:
     """The `[polling]` table: defaults of every bus scheduler."""
 
@@ -173,6 +188,8 @@ class Settings:
     """Prometheus endpoint address."""
     metrics_port: int | None
     """Prometheus endpoint port; None disables it."""
+    hub: HubSettings | None
+    """Where commits are learned (`[hub]`); None without that table."""
     devices: tuple[DeviceSettings, ...]
     """Devices in config order."""
 
@@ -324,6 +341,31 @@ def _mqtt(source: str, raw: Mapping[str, Any]) -> MqttSettings:
     )
 
 
+def _hub(source: str, raw: object) -> HubSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [hub] must be a table, got {type(raw).__name__}")
+    r = _Reader(source, "[hub]", raw, _HUB_KEYS)
+    url_text = r.text("url", hint="http://HOST:PORT or https://HOST:PORT of a validator's API")
+    try:
+        url = urlsplit(url_text)
+        url.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError as exc:
+        raise r.error("url", f"is not a URL ({exc}); expected http://HOST:PORT") from exc
+    if url.scheme not in ("http", "https") or not url.hostname or url.query:
+        raise r.error("url", f"must be http://HOST:PORT or https://HOST:PORT, got {url_text!r}")
+    if r.has("ca"):
+        if url.scheme != "https":
+            raise r.error("ca", "a CA file needs an https:// url")
+        if not Path(r.text("ca")).is_file():
+            raise r.error("ca", f"file {r.text('ca')!r} does not exist")
+    return HubSettings(
+        url=url_text.rstrip("/"),
+        ca=r.optional_text("ca"),
+        poll_s=r.integer("poll_s", 15, 1, 3600, " s"),
+        timeout_ms=r.integer("timeout_ms", 5000, 100, 60_000, " ms"),
+    )
+
+
 def parse_settings(text: str, source: str = "<config>") -> Settings:
     """Parse and validate a config document.
 
@@ -350,12 +392,18 @@ def parse_settings(text: str, source: str = "<config>") -> Settings:
     state_dir = Path(g.text("state_dir", hint="a writable directory, e.g. /var/lib/gridtokenx"))
     interval_s = g.integer("interval_s", None, 1, 86_400, " s (must match the hub)")
 
+    hub = _hub(source, doc["hub"]) if "hub" in doc else None
     o = _Reader(source, "[outbox]", _table(source, doc, "outbox", False), _OUTBOX_KEYS)
+    keep = o.choice("keep_tx_until", "committed" if hub else "puback", ("puback", "committed"))
+    if keep == "committed" and hub is None:
+        raise o.error(
+            "keep_tx_until",
+            "'committed' needs a [hub] table with the url of a validator's API "
+            '(e.g. url = "http://hub.example:8600"), where the gateway learns what committed',
+        )
     outbox = OutboxSettings(
         quota_kb=o.integer("quota_kb", 262_144, 16, 2**31, " KiB"),
-        keep_tx_until="committed"
-        if o.choice("keep_tx_until", "puback", ("puback", "committed")) == "committed"
-        else "puback",
+        keep_tx_until="committed" if keep == "committed" else "puback",
         republish_s=o.integer("republish_s", 300, 5, 86_400, " s"),
     )
     p = _Reader(source, "[polling]", _table(source, doc, "polling", False), _POLLING_KEYS)
@@ -407,6 +455,7 @@ def parse_settings(text: str, source: str = "<config>") -> Settings:
         polling=polling,
         metrics_host=metrics_host,
         metrics_port=metrics_port,
+        hub=hub,
         devices=devices,
     )
 

@@ -21,12 +21,20 @@ from nacl.signing import SigningKey
 
 from edge import systemd
 from edge.bus import Bus, link_for
+from edge.commits import CommitWatcher
 from edge.config import Settings, buses
 from edge.metrics import serve_metrics
 from edge.outbox import Outbox, OutboxThread
 from edge.recorder import Recorder
 from edge.scheduler import Policy
-from edge.status import DeviceStatus, Histogram, Snapshot, render_metrics, to_obj
+from edge.status import (
+    CommitStatus,
+    DeviceStatus,
+    Histogram,
+    Snapshot,
+    render_metrics,
+    to_obj,
+)
 from edge.uplink import Uplink, birth_payload
 from wire.keys import public_hex
 
@@ -72,6 +80,9 @@ class Daemon:
             self.clock,
         )
         self.recorder = Recorder(settings, key, self.store, memories, self.uplink.wake.set)
+        self.commits: CommitWatcher | None = None
+        if settings.hub is not None and settings.outbox.keep_tx_until == "committed":
+            self.commits = CommitWatcher(settings.hub, self.gateway, self.store)
         p = settings.polling
         policy = Policy(
             interval_ms=settings.interval_ms,
@@ -113,6 +124,8 @@ class Daemon:
                 tasks = [tg.create_task(bus.run(), name=f"bus {bus.name}") for bus in self.buses]
                 tasks.append(tg.create_task(self.uplink.run(), name="uplink"))
                 tasks.append(tg.create_task(self._housekeeping(), name="housekeeping"))
+                if self.commits is not None:
+                    tasks.append(tg.create_task(self.commits.run(), name="commits"))
                 systemd.notify(f"READY=1\nSTATUS=polling {len(self.settings.devices)} devices")
                 log.info(
                     "gateway %s running: %d devices on %d buses, outbox %s",
@@ -210,6 +223,15 @@ class Daemon:
                     )
                 )
         m = self.settings.mqtt
+        commits = None
+        if self.commits is not None:
+            commits = CommitStatus(
+                hub_url=self.commits.hub.url,
+                committed_seq=self.commits.committed,
+                awaiting=await self.store.call(ob.awaiting_commit),
+                errors=self.commits.errors,
+                last_error=self.commits.last_error,
+            )
         return Snapshot(
             gateway=self.gateway,
             chain=self.settings.chain,
@@ -227,6 +249,7 @@ class Daemon:
             last_publish_ms=last_publish,
             thinned=self.thinned,
             latency=self.uplink.latency if self.uplink.latency else Histogram(),
+            commits=commits,
         )
 
 

@@ -290,6 +290,18 @@ class Outbox:
             )
             return cur.rowcount
 
+    def awaiting_commit(self) -> int:
+        """How many tx messages the broker acknowledged and the chain has not committed yet."""
+        (n,) = self._db.execute(
+            "SELECT count(*) FROM message WHERE stream = 'tx' AND acked_ms IS NOT NULL"
+        ).fetchone()
+        return int(n)
+
+    def committed(self, stream: str) -> int | None:
+        """The highest seq of `stream` the chain is known to have committed, if any."""
+        row = self._db.execute("SELECT seq FROM committed WHERE stream = ?", (stream,)).fetchone()
+        return int(row[0]) if row else None
+
     def republish_overdue(self, now_ms: int, republish_ms: int) -> int:
         """Send acknowledged-but-uncommitted tx messages again, in order, when overdue.
 

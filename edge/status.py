@@ -64,6 +64,22 @@ class Histogram:
 
 
 @dataclass(frozen=True, slots=True)
+class CommitStatus:
+    """What the gateway knows of its tx stream on chain (`keep_tx_until = "committed"`)."""
+
+    hub_url: str
+    """The validator API asked."""
+    committed_seq: int | None
+    """Last committed seq of the tx stream, None before the first answer."""
+    awaiting: int
+    """tx messages the broker acknowledged that are not committed yet."""
+    errors: int
+    """Failed questions since start."""
+    last_error: str | None
+    """The last failure, None once the hub answers again."""
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The whole gateway at one instant."""
 
@@ -99,6 +115,8 @@ class Snapshot:
     """Telemetry messages dropped by the quota since start."""
     latency: Histogram
     """PUBLISH-to-PUBACK latency."""
+    commits: CommitStatus | None = None
+    """Commit tracking, None unless tx messages are kept until committed."""
 
 
 def to_obj(s: Snapshot) -> dict[str, Any]:
@@ -134,6 +152,15 @@ def to_obj(s: Snapshot) -> dict[str, Any]:
         },
         "published": dict(s.published),
         "last_publish_ms": s.last_publish_ms,
+        "commits": None
+        if s.commits is None
+        else {
+            "hub_url": s.commits.hub_url,
+            "committed_seq": s.commits.committed_seq,
+            "awaiting": s.commits.awaiting,
+            "errors": s.commits.errors,
+            "last_error": s.commits.last_error,
+        },
     }
 
 
@@ -158,8 +185,18 @@ def describe(obj: Mapping[str, Any], now_ms: int) -> str:
         + ", ".join(f"{k} {v}" for k, v in obj["outbox"]["messages"].items())
         + f", {obj['outbox']['bytes']} bytes, {obj['outbox']['thinned']} thinned",
         f"last publish: {_ago(now_ms, obj.get('last_publish_ms'))}",
-        "devices:",
     ]
+    commits = obj.get("commits")
+    if commits:
+        seq = commits["committed_seq"]
+        line = (
+            f"chain: committed tx seq {'unknown' if seq is None else seq}, "
+            f"{commits['awaiting']} tx awaiting commit (asking {commits['hub_url']})"
+        )
+        if commits["last_error"]:
+            line += f"\n    {commits['last_error']}"
+        lines.append(line)
+    lines.append("devices:")
     for d in obj["devices"]:
         line = (
             f"  {d['name']:<16} {d['state']:<9} last read {_ago(now_ms, d['last_ok_ms'])}, "
@@ -267,6 +304,19 @@ def render_metrics(s: Snapshot) -> str:
         "1 while connected to the broker.",
         [("", "1" if s.broker_connected else "0")],
     )
+    if s.commits is not None:
+        metric(
+            "gtx_edge_tx_awaiting_commit",
+            "gauge",
+            "tx messages acknowledged by the broker, not yet committed by the chain.",
+            [("", str(s.commits.awaiting))],
+        )
+        metric(
+            "gtx_edge_hub_errors_total",
+            "counter",
+            "Failed questions to the hub about committed transactions.",
+            [("", str(s.commits.errors))],
+        )
     if s.last_publish_ms is not None:
         metric(
             "gtx_edge_last_publish_timestamp_seconds",

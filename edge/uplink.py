@@ -194,8 +194,8 @@ class Uplink:
             except InvalidMessage as exc:
                 log.warning("inbox: ignoring an invalid message: %s", exc)
                 continue
-            # Trades, settlements, commands and commit notices are handled by later issues;
-            # `Outbox.commit_through` is where a committed tx seq lands.
+            # Trades, settlements and commands are not acted on yet; commits are learned
+            # from the hub's API (`edge.commits`).
             log.debug("inbox: %s seq %d from %s", env.kind, env.seq, env.sender[:16])
 
     async def settle(self, timeout_s: float) -> int:

@@ -1,0 +1,146 @@
+"""Learn what the chain committed, so the outbox can forget tx messages (`keep_tx_until`).
+
+A PUBACK only says the broker took a message; a broker may still drop it before any
+validator sees it (DESIGN.md). With `keep_tx_until = "committed"` the outbox keeps every
+acknowledged `tx` message, and this watcher asks a validator's API, every `[hub] poll_s`
+while such messages wait, for the gateway's account: its `seq` is the last committed seq of
+the gateway's tx stream (a transaction that reached execution consumes its seq whatever its
+outcome). Everything at or below it leaves the outbox; what stays past `republish_s` is
+re-sent in order by the uplink.
+
+`committed_seq` is the pure part (bytes of the answer in, seq out); `fetch_committed_seq`
+does one blocking HTTP GET; `CommitWatcher` is the asyncio loop. The hub being unreachable
+or answering nonsense is logged and retried; it never stops the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from edge.config import HubSettings
+from edge.errors import EdgeError
+from edge.outbox import OutboxThread
+
+log = logging.getLogger("gtx.edge.commits")
+
+MAX_ANSWER_BYTES = 64 * 1024
+"""An account answer is a few hundred bytes; more is not an account."""
+
+
+class HubAnswerError(EdgeError):
+    """The hub could not be asked, or its answer is not an account of this gateway."""
+
+
+def account_url(hub_url: str, gateway: str) -> str:
+    """`GET` URL of the gateway's account on a validator's API."""
+    return f"{hub_url}/v1/accounts/{gateway}"
+
+
+def committed_seq(answer: bytes, gateway: str) -> int:
+    """The committed tx seq in the body of `GET /v1/accounts/{gateway}` (pure).
+
+    Raises:
+        HubAnswerError: not JSON, another account, or no non-negative integer `seq`.
+    """
+    try:
+        obj = json.loads(answer)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HubAnswerError(f"account answer is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise HubAnswerError("account answer is not a JSON object")
+    if obj.get("account") != gateway:
+        raise HubAnswerError(f"account answer is for {str(obj.get('account'))[:16]!r}, not us")
+    seq = obj.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise HubAnswerError(f"account answer has no committed seq (seq = {seq!r})")
+    return seq
+
+
+def fetch_committed_seq(hub: HubSettings, gateway: str) -> int:
+    """Ask the hub once (blocking; run it in a thread).
+
+    Raises:
+        HubAnswerError: unreachable, an HTTP error, a timeout or a bad answer.
+    """
+    url = account_url(hub.url, gateway)
+    context = ssl.create_default_context(cafile=hub.ca) if url.startswith("https:") else None
+    try:
+        # The scheme is http or https: the config refuses any other.
+        with urllib.request.urlopen(  # noqa: S310
+            url, timeout=hub.timeout_ms / 1000, context=context
+        ) as response:
+            body: bytes = response.read(MAX_ANSWER_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        raise HubAnswerError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise HubAnswerError(f"{url}: {reason}") from exc
+    if len(body) > MAX_ANSWER_BYTES:
+        raise HubAnswerError(f"{url}: answer larger than {MAX_ANSWER_BYTES} bytes")
+    return committed_seq(body, gateway)
+
+
+class CommitWatcher:
+    """Feeds the outbox the chain's committed tx seq while tx messages wait for it."""
+
+    def __init__(
+        self,
+        hub: HubSettings,
+        gateway: str,
+        store: OutboxThread,
+        fetch: Callable[[HubSettings, str], int] = fetch_committed_seq,
+    ) -> None:
+        """Watch for `gateway` on `hub`; `fetch` is the one blocking question."""
+        self.hub = hub
+        self.gateway = gateway
+        self.store = store
+        self.fetch = fetch
+        self.committed: int | None = store.outbox.committed("tx")
+        """The last committed seq learned (also from earlier runs), None before any."""
+        self.forgotten = 0
+        """tx messages that left the outbox because the chain committed them."""
+        self.errors = 0
+        """Questions that failed."""
+        self.last_error: str | None = None
+        """The last failure, None after a success."""
+
+    async def run(self) -> None:
+        """Ask every `poll_s` while acknowledged tx messages wait; forever."""
+        while True:
+            if await self.store.call(self.store.outbox.awaiting_commit):
+                await self.check()
+            await asyncio.sleep(self.hub.poll_s)
+
+    async def check(self) -> int:
+        """Ask once and let the outbox forget what committed.
+
+        Returns:
+            How many messages left the outbox (0 also when the hub could not be asked).
+        """
+        try:
+            seq = await asyncio.to_thread(self.fetch, self.hub, self.gateway)
+        except HubAnswerError as exc:
+            self.errors += 1
+            if self.last_error is None:
+                log.warning(
+                    "cannot learn committed transactions: %s; tx messages stay in the "
+                    "outbox and are re-sent; check [hub] url",
+                    exc,
+                )
+            self.last_error = str(exc)
+            return 0
+        if self.last_error is not None:
+            log.info("hub answers again: committed tx seq %d", seq)
+        self.last_error = None
+        self.committed = seq if self.committed is None else max(self.committed, seq)
+        gone = await self.store.call(self.store.outbox.commit_through, "tx", seq)
+        self.forgotten += gone
+        if gone:
+            log.debug("chain committed tx seq %d: %d messages left the outbox", seq, gone)
+        return gone
