@@ -215,7 +215,7 @@ class Demo:
         ]
         async with self.stage("3. gateways: sign readings, publish over MQTT", 45):
             await asyncio.wait_for(observer.connected.wait(), 10)
-            for name, owner, zone, devs in plan:
+            for index, (name, owner, zone, devs) in enumerate(plan):
                 gdir = self.workdir / name
                 key = write_key(gdir / "gateway.key")
                 cfg = gdir / "edge.toml"
@@ -227,6 +227,7 @@ class Demo:
                     interval_s=L,
                     mqtt_port=self.mqtt_port,
                     devices=[specs[d] for d in devs],
+                    hub_url=api.urls[index % len(api.urls)],
                 )
                 child = self.procs.spawn(name, gtx("edge", "run", "--config", str(cfg)))
                 self.gateways[name] = {

@@ -215,8 +215,13 @@ def write_edge_config(
     interval_s: int,
     mqtt_port: int,
     devices: list[DeviceSpec],
+    hub_url: str | None = None,
 ) -> None:
-    """An edge.toml for one gateway (see docs/examples/edge.toml)."""
+    """An edge.toml for one gateway (see docs/examples/edge.toml).
+
+    With `hub_url` the gateway keeps its meter reads until that validator shows them
+    committed, asking every second and re-sending after 5 s (a demo's pace, not a field's).
+    """
     lines = [
         "[gateway]",
         f"key = {json.dumps(str(key))}",
@@ -229,6 +234,9 @@ def write_edge_config(
         f'url = "mqtt://127.0.0.1:{mqtt_port}"',
         "",
     ]
+    if hub_url is not None:
+        lines += ["[outbox]", "republish_s = 5", "", "[hub]", f"url = {json.dumps(hub_url)}"]
+        lines += ["poll_s = 1", ""]
     for d in devices:
         lines += [
             "[[device]]",

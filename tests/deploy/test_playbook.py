@@ -49,6 +49,9 @@ def test_edge_toml_of_each_gateway_is_a_valid_config(deployment: Deployment) -> 
         assert settings.mqtt.tls
         assert settings.mqtt.ca is not None
         assert Path(settings.mqtt.ca).read_bytes() == deployment.ca.read_bytes()
+        assert settings.hub is not None
+        assert settings.hub.url == "http://192.0.2.30:8600"
+        assert settings.outbox.keep_tx_until == "committed"
 
         assert stat.S_IMODE(settings.key_path.stat().st_mode) == 0o600
         assert stat.S_IMODE(settings.state_dir.stat().st_mode) == 0o700
