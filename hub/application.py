@@ -105,6 +105,16 @@ class Application(Protocol):
         """
         ...
 
+    def gapless_next(self, sender: str) -> int | None:
+        """The seq `sender`'s next transaction must have to go without a wait, or None.
+
+        A sender whose seqs are contiguous by construction (a registered gateway, which
+        allocates them one by one) gets its committed seq + 1: a later seq means one was
+        lost on the way, and the mempool holds it a while for the re-send. None means any
+        higher seq may go at once (clients that sign with clock-based seqs).
+        """
+        ...
+
     def execute(self, ctx: BlockContext, txs: Sequence[Envelope]) -> Execution:
         """Execute a block on a copy of the committed state; never changes it."""
         ...

@@ -20,6 +20,7 @@ port = 8600
 urls = ["http://127.0.0.1:8601", "http://127.0.0.1:8602"]
 [mempool]
 max_txs = 50000
+gap_hold_s = 600    # a gateway's tx behind a missing seq waits this long for the re-send
 ```
 Consensus timing is not here: it is a chain parameter (genesis `params`, prefix `bft_`),
 identical on every validator.
@@ -206,6 +207,8 @@ class Settings:
     """Base URLs of other validators' APIs, for block sync."""
     mempool_max_txs: int
     """Most pending transactions kept."""
+    mempool_gap_hold_ms: int = 600_000
+    """Longest wait of a gateway's transaction behind a missing seq (`hub.mempool`)."""
 
     @property
     def db_path(self) -> Path:
@@ -296,6 +299,9 @@ def load_settings(path: Path) -> Settings:
     max_txs = _get(mempool, "mempool", "max_txs", int, 50_000)
     if max_txs < 1:
         raise ConfigError("mempool.max_txs", "must be at least 1")
+    gap_hold_s = _get(mempool, "mempool", "gap_hold_s", int, 600)
+    if not 0 <= gap_hold_s <= 86_400:
+        raise ConfigError("mempool.gap_hold_s", f"must be 0..86400 seconds, got {gap_hold_s}")
     check_genesis_params(genesis)  # fail at start, naming the parameter, not at first use
     return Settings(
         config_path=path,
@@ -307,4 +313,5 @@ def load_settings(path: Path) -> Settings:
         api_port=port,
         peers=tuple(u.rstrip("/") for u in urls),
         mempool_max_txs=max_txs,
+        mempool_gap_hold_ms=gap_hold_s * 1000,
     )

@@ -94,6 +94,10 @@ class TransferLedger:
                 f"replayed: seq {tx.seq} is not above the committed seq {last} of this sender"
             )
 
+    def gapless_next(self, sender: str) -> int | None:
+        """None: transfers have no contiguous senders."""
+        return None
+
     def execute(self, ctx: BlockContext, txs: Sequence[Envelope]) -> Execution:
         """Execute a block on a copy of the committed state."""
         balances = dict(self._state.balances)

@@ -92,7 +92,8 @@ def write_config(
         "[peers]\n"
         f"urls = {json.dumps(peers)}\n\n"
         "[mempool]\n"
-        "max_txs = 50000\n",
+        "max_txs = 50000\n"
+        "gap_hold_s = 600  # a gateway's tx behind a missing seq waits for the re-send\n",
         encoding="utf-8",
     )
 

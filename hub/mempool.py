@@ -10,12 +10,21 @@ Proposal order: senders round-robin in order of their oldest pending transaction
 sender's transactions by `seq`, so one busy gateway cannot starve the others and a
 sender's transactions never overtake each other. After a block commits, included
 transactions leave and the remaining ones of the same senders are re-checked.
+
+Gaps: a gateway numbers its transactions one by one, so when its next pending seq is not
+the one after its committed seq (`Application.gapless_next`), one was lost between broker
+and validators. Committing the later one would make the lost one a replay for good (and a
+device's later reads would no longer chain), so the later ones wait, up to `gap_hold_ms`
+from their arrival, for the gateway to re-send the tail (`republish_s` on the gateway,
+300 s by default, below the 600 s default hold). Waiting transactions are not proposed
+and do not count in `has_txs`; when the hold runs out they go as they are.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from hub.application import Application, Execution
 from hub.errors import MempoolFull, TxRejected
@@ -29,15 +38,30 @@ REJECTED_MEMORY = 10_000
 RECHECK_ALL = 2_000
 """Up to this many pending transactions, all are re-checked after each block (a block may
 carry a sender's transaction this pool never saw); above it, only the block's senders'."""
+GAP_HOLD_MS = 600_000
+"""Default longest wait of a gateway's transaction behind a missing seq."""
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class Mempool:
     """Pending transactions of one validator."""
 
-    def __init__(self, app: Application, max_txs: int = 50_000) -> None:
-        """Start empty; `app` decides admission."""
+    def __init__(
+        self,
+        app: Application,
+        max_txs: int = 50_000,
+        gap_hold_ms: int = GAP_HOLD_MS,
+        clock: Callable[[], int] = _wall_ms,
+    ) -> None:
+        """Start empty; `app` decides admission; `clock` (ms) times the gap holds."""
         self.app = app
         self.max_txs = max_txs
+        self.gap_hold_ms = gap_hold_ms
+        self.clock = clock
+        self._arrived: dict[str, int] = {}
         self._by_id: dict[str, Envelope] = {}
         self._by_sender: dict[str, dict[int, str]] = {}
         self._order: OrderedDict[str, None] = OrderedDict()
@@ -47,8 +71,16 @@ class Mempool:
         return len(self._by_id)
 
     def has_txs(self) -> bool:
-        """True when anything waits."""
-        return bool(self._by_id)
+        """True when a transaction is ready to be proposed (not held behind a gap)."""
+        if not self._by_id:
+            return False
+        now = self.clock()
+        return any(self._ready(sender, now, 1) for sender in self._order)
+
+    def held(self) -> int:
+        """How many pending transactions wait behind a missing seq of their sender."""
+        now = self.clock()
+        return sum(len(self._by_sender[s]) - len(self._ready(s, now)) for s in self._order)
 
     def get(self, tx_id: str) -> Envelope | None:
         """A pending transaction by id (also the chain's verified-tx lookup)."""
@@ -91,6 +123,7 @@ class Mempool:
         if len(self._by_id) >= self.max_txs:
             raise MempoolFull(f"mempool is full ({self.max_txs} transactions); retry later")
         self._by_id[tid] = env
+        self._arrived[tid] = self.clock()
         self._by_sender.setdefault(env.sender, {})[env.seq] = tid
         if env.sender not in self._order:
             self._order[env.sender] = None
@@ -101,12 +134,26 @@ class Mempool:
         """Whether a pending transaction of the same sender comes before `env`."""
         return any(seq < env.seq for seq in self._by_sender.get(env.sender, ()))
 
+    def _ready(self, sender: str, now_ms: int, limit: int | None = None) -> list[Envelope]:
+        """`sender`'s pending transactions that may be proposed now, in seq order."""
+        seqs = self._by_sender[sender]
+        expected = self.app.gapless_next(sender)
+        out: list[Envelope] = []
+        for seq in sorted(seqs):
+            tid = seqs[seq]
+            if expected is not None and seq != expected:
+                if now_ms - self._arrived[tid] < self.gap_hold_ms:
+                    break  # wait for the missing seq; the rest of this sender waits too
+            out.append(self._by_id[tid])
+            if limit is not None and len(out) >= limit:
+                break
+            expected = seq + 1 if expected is not None else None
+        return out
+
     def reap(self, max_txs: int) -> Sequence[Envelope]:
-        """Up to `max_txs` transactions in proposal order."""
-        queues = [
-            [self._by_id[self._by_sender[s][seq]] for seq in sorted(self._by_sender[s])]
-            for s in self._order
-        ]
+        """Up to `max_txs` ready transactions in proposal order."""
+        now = self.clock()
+        queues = [self._ready(s, now) for s in self._order]
         out: list[Envelope] = []
         depth = 0
         while len(out) < max_txs:
@@ -119,6 +166,7 @@ class Mempool:
 
     def _remove(self, tx_id: str) -> None:
         env = self._by_id.pop(tx_id, None)
+        self._arrived.pop(tx_id, None)
         if env is None:
             return
         seqs = self._by_sender.get(env.sender)

@@ -130,7 +130,7 @@ class Node:
         self.app = app
         # (zone, interval) -> (price, energy_wh) last published, to send only changes.
         self._published_prices: dict[tuple[str, int], tuple[int, int]] = {}
-        self.mempool = Mempool(app, settings.mempool_max_txs)
+        self.mempool = Mempool(app, settings.mempool_max_txs, settings.mempool_gap_hold_ms)
         self.chain = Chain(
             genesis.chain,
             app,
@@ -490,6 +490,7 @@ class Node:
             "round": self.core.round,
             "step": self.core.step,
             "mempool": len(self.mempool),
+            "mempool_held": self.mempool.held(),
             "mqtt_connected": self.transport.connected,
         }
 

@@ -32,7 +32,7 @@ from hub.state.market import cancel, close_gates, interval_info, place_order
 from hub.state.meters import apply_meter_read
 from hub.state.params import params_from_genesis
 from hub.state.record import from_json, to_json
-from hub.state.registry import register
+from hub.state.registry import gateway, register
 from hub.state.settlement import Statement, energy_summary, settle_due
 from hub.state.state import SCHEMA, Meta, State
 from hub.state.store import Overlay, Store
@@ -217,6 +217,18 @@ class EnergyApp:
         st.time_ms += st.params.interval_ms if isinstance(tx.body, MeterRead) else 1
         _admit(st, tx)
         _dispatch(st, tx)
+
+    def gapless_next(self, sender: str) -> int | None:
+        """Committed seq + 1 for a registered gateway that has committed before, else None.
+
+        A gateway allocates seqs one by one (edge/outbox.py), so a gap after its first
+        committed transaction is a message lost between broker and validators.
+        """
+        st = self.view()
+        last = account(st, sender).seq
+        if last == 0 or gateway(st, sender) is None:
+            return None
+        return last + 1
 
     def execute(self, ctx: BlockContext, txs: Sequence[Envelope]) -> Execution:
         """Execute a block on an overlay of the committed state; never changes it."""

@@ -83,6 +83,11 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         load_settings(cfg)
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "missing.toml")
+    cfg.write_text(cfg.read_text().replace("http://broker", "mqtt://127.0.0.1:1883"))
+    assert load_settings(cfg).mempool_gap_hold_ms == 600_000
+    cfg.write_text(cfg.read_text().replace("gap_hold_s = 600", "gap_hold_s = -1"))
+    with pytest.raises(ConfigError, match=r"mempool\.gap_hold_s"):
+        load_settings(cfg)
     bad = Genesis(chain="gtx-x", time_ms=0, validators=net.keys, params={"bft_cap_ms": 0})
     with pytest.raises(ConfigError, match=r"consensus\.cap_ms"):
         consensus_params(bad)

@@ -1,0 +1,74 @@
+"""The mempool holds a gateway's transaction behind a missing seq until the re-send fills
+the gap (or the hold runs out), against the real state machine."""
+
+from __future__ import annotations
+
+from hub.mempool import Mempool
+from tests.state.harness import MIN, T0, ZERO, Net, pub
+from wire.kinds import MeterRead, Transfer
+
+F1 = "pea/ayu/sub1/f1"
+HOLD = 10_000
+
+
+def setup() -> tuple[Net, Mempool, list[int]]:
+    net = Net(balances={"buyer": 1_000})
+    net.ok(net.register("gw", "buyer", F1, ("pv", "solar", 6_000), ("m", "grid", 6_000)))
+    clock = [0]
+    return net, Mempool(net.app, gap_hold_ms=HOLD, clock=lambda: clock[0]), clock
+
+
+def test_a_gateway_tx_behind_a_lost_one_waits_for_the_resend() -> None:
+    net, pool, clock = setup()
+    net.ok(net.read("gw", "pv", T0, 0, 0, "solar"), at=T0 + 1)
+    net.ok(at=T0 + 2 * MIN + 1)
+    assert net.app.gapless_next(pub("gw")) == 2
+    lost = net.read("gw", "pv", T0 + MIN, 0, 50, "solar")  # seq 2: dropped by the broker
+    later = net.read("gw", "m", T0 + MIN, 700, 0, "grid")  # seq 3, another device
+    assert pool.add(later)
+    clock[0] = HOLD - 1
+    assert not pool.has_txs()
+    assert pool.reap(10) == []
+    assert pool.held() == 1
+    # The gateway re-sends its uncommitted tail in order: the gap fills, both go together.
+    assert pool.add(lost)
+    assert not pool.add(later)  # already pending
+    assert pool.has_txs()
+    assert pool.held() == 0
+    txs = list(pool.reap(10))
+    assert txs == [lost, later]
+    net.ok(*txs)
+    assert net.app.gapless_next(pub("gw")) == 4
+
+
+def test_the_hold_runs_out_and_the_later_tx_goes_as_it_is() -> None:
+    net, pool, clock = setup()
+    net.ok(net.read("gw", "pv", T0, 0, 0, "solar"), at=T0 + 1)
+    net.ok(at=T0 + 2 * MIN + 1)
+    net.read("gw", "pv", T0 + MIN, 0, 50, "solar")  # seq 2, never arrives
+    later = net.read("gw", "m", T0 + MIN, 700, 0, "grid")
+    after = net.read("gw", "m", T0 + 2 * MIN, 800, 0, "grid")
+    clock[0] = 1_000
+    assert pool.add(later)
+    assert pool.add(after)
+    assert pool.held() == 2
+    clock[0] = 1_000 + HOLD
+    assert pool.reap(10) == [later, after]
+    net.ok(later, after)
+
+
+def test_clients_and_gateways_new_on_chain_are_never_held() -> None:
+    net, pool, _ = setup()
+    # The buyer's client signs with clock-based seqs: gaps are normal.
+    net.ok(net.tx("buyer", Transfer(to=pub("seller"), amount=1), seq=5))
+    gap = net.tx("buyer", Transfer(to=pub("seller"), amount=1), seq=1_700_000_000_000)
+    assert net.app.gapless_next(pub("buyer")) is None
+    assert pool.add(gap)
+    # A registered gateway's first transaction may have any seq (its outbox started at
+    # its creation time in unix ms).
+    body = MeterRead(device="m", interval=T0, import_wh=0, export_wh=0, source="grid", prev=ZERO)
+    first = net.tx("gw", body, seq=1_700_000_000_001)
+    assert net.app.gapless_next(pub("gw")) is None
+    assert pool.add(first)
+    assert pool.held() == 0
+    assert set(pool.reap(10)) == {gap, first}
