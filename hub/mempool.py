@@ -17,7 +17,9 @@ and validators. Committing the later one would make the lost one a replay for go
 device's later reads would no longer chain), so the later ones wait, up to `gap_hold_ms`
 from their arrival, for the gateway to re-send the tail (`republish_s` on the gateway,
 300 s by default, below the 600 s default hold). Waiting transactions are not proposed
-and do not count in `has_txs`; when the hold runs out they go as they are.
+and do not count in `has_txs`; when the hold runs out they go as they are. A missing seq
+that this pool saw and refused (say, a read of a device not registered) is no loss: what
+follows it goes at once, so one misconfigured device does not delay its gateway's others.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ RECHECK_ALL = 2_000
 carry a sender's transaction this pool never saw); above it, only the block's senders'."""
 GAP_HOLD_MS = 600_000
 """Default longest wait of a gateway's transaction behind a missing seq."""
+MAX_REFUSED_RUN = 64
+"""Longest run of refused seqs a later transaction goes past without a wait."""
 
 
 def _wall_ms() -> int:
@@ -62,6 +66,7 @@ class Mempool:
         self.gap_hold_ms = gap_hold_ms
         self.clock = clock
         self._arrived: dict[str, int] = {}
+        self._refused_seqs: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._by_id: dict[str, Envelope] = {}
         self._by_sender: dict[str, dict[int, str]] = {}
         self._order: OrderedDict[str, None] = OrderedDict()
@@ -114,6 +119,7 @@ class Mempool:
             self.app.check_tx(env, queued=self._queued(env))
         except TxRejected as exc:
             self._reject(tid, exc.reason)
+            self._refused_seq(env)
             raise
         seqs = self._by_sender.get(env.sender, {})
         if env.seq in seqs:
@@ -134,6 +140,20 @@ class Mempool:
         """Whether a pending transaction of the same sender comes before `env`."""
         return any(seq < env.seq for seq in self._by_sender.get(env.sender, ()))
 
+    def _refused_seq(self, env: Envelope) -> None:
+        self._refused_seqs[(env.sender, env.seq)] = None
+        while len(self._refused_seqs) > REJECTED_MEMORY:
+            self._refused_seqs.popitem(last=False)
+
+    def _lost(self, sender: str, expected: int, seq: int) -> bool:
+        """Whether one of seqs `expected`..`seq - 1` of `sender` was lost on the way.
+
+        A seq this pool saw and refused is no loss: it will not come back valid.
+        """
+        if seq - expected > MAX_REFUSED_RUN:
+            return True
+        return any((sender, s) not in self._refused_seqs for s in range(expected, seq))
+
     def _ready(self, sender: str, now_ms: int, limit: int | None = None) -> list[Envelope]:
         """`sender`'s pending transactions that may be proposed now, in seq order."""
         seqs = self._by_sender[sender]
@@ -141,7 +161,7 @@ class Mempool:
         out: list[Envelope] = []
         for seq in sorted(seqs):
             tid = seqs[seq]
-            if expected is not None and seq != expected:
+            if expected is not None and seq != expected and self._lost(sender, expected, seq):
                 if now_ms - self._arrived[tid] < self.gap_hold_ms:
                     break  # wait for the missing seq; the rest of this sender waits too
             out.append(self._by_id[tid])
@@ -194,3 +214,4 @@ class Mempool:
                 except TxRejected as exc:
                     self._remove(tid)
                     self._reject(tid, exc.reason)
+                    self._refused_seq(env)

@@ -3,6 +3,9 @@ the gap (or the hold runs out), against the real state machine."""
 
 from __future__ import annotations
 
+import pytest
+
+from hub.errors import TxRejected
 from hub.mempool import Mempool
 from tests.state.harness import MIN, T0, ZERO, Net, pub
 from wire.kinds import MeterRead, Transfer
@@ -72,3 +75,19 @@ def test_clients_and_gateways_new_on_chain_are_never_held() -> None:
     assert pool.add(first)
     assert pool.held() == 0
     assert set(pool.reap(10)) == {gap, first}
+
+
+def test_a_seq_this_pool_refused_is_no_gap() -> None:
+    net, pool, _ = setup()
+    net.ok(net.read("gw", "pv", T0, 0, 0, "solar"), at=T0 + 1)
+    net.ok(at=T0 + 2 * MIN + 1)
+    body = MeterRead(
+        device="heat-pump", interval=T0 + MIN, import_wh=1, export_wh=0, source="grid", prev=ZERO
+    )
+    unknown = net.tx("gw", body)  # seq 2: a device the installer did not register
+    with pytest.raises(TxRejected, match="not registered"):
+        pool.add(unknown)
+    later = net.read("gw", "m", T0 + MIN, 700, 0, "grid")  # seq 3 goes without a wait
+    assert pool.add(later)
+    assert pool.held() == 0
+    assert pool.reap(10) == [later]
