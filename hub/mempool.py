@@ -80,7 +80,7 @@ class Mempool:
         if not self._by_id:
             return False
         now = self.clock()
-        return any(self._ready(sender, now, 1) for sender in self._order)
+        return any(self._first_ready(sender, now) for sender in self._order)
 
     def held(self) -> int:
         """How many pending transactions wait behind a missing seq of their sender."""
@@ -154,7 +154,20 @@ class Mempool:
             return True
         return any((sender, s) not in self._refused_seqs for s in range(expected, seq))
 
-    def _ready(self, sender: str, now_ms: int, limit: int | None = None) -> list[Envelope]:
+    def _first_ready(self, sender: str, now_ms: int) -> bool:
+        """Whether `sender`'s lowest pending transaction may be proposed now (`_ready`)."""
+        expected = self.app.gapless_next(sender)
+        if expected is None:
+            return True
+        seqs = self._by_sender[sender]
+        first = min(seqs)
+        return (
+            first == expected
+            or not self._lost(sender, expected, first)
+            or now_ms - self._arrived[seqs[first]] >= self.gap_hold_ms
+        )
+
+    def _ready(self, sender: str, now_ms: int) -> list[Envelope]:
         """`sender`'s pending transactions that may be proposed now, in seq order."""
         seqs = self._by_sender[sender]
         expected = self.app.gapless_next(sender)
@@ -165,8 +178,6 @@ class Mempool:
                 if now_ms - self._arrived[tid] < self.gap_hold_ms:
                     break  # wait for the missing seq; the rest of this sender waits too
             out.append(self._by_id[tid])
-            if limit is not None and len(out) >= limit:
-                break
             expected = seq + 1 if expected is not None else None
         return out
 
