@@ -109,9 +109,10 @@ class Application(Protocol):
         """The seq `sender`'s next transaction must have to go without a wait, or None.
 
         A sender whose seqs are contiguous by construction (a registered gateway, which
-        allocates them one by one) gets its committed seq + 1: a later seq means one was
-        lost on the way, and the mempool holds it a while for the re-send. None means any
-        higher seq may go at once (clients that sign with clock-based seqs).
+        allocates them one by one) gets its committed seq + 1, or 0 before its first
+        commit (any first seq, contiguous after it): a later seq means one was lost on the
+        way, and the mempool holds it a while for the re-send. None means any higher seq
+        may go at once (clients that sign with clock-based seqs).
         """
         ...
 

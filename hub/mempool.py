@@ -157,7 +157,7 @@ class Mempool:
     def _first_ready(self, sender: str, now_ms: int) -> bool:
         """Whether `sender`'s lowest pending transaction may be proposed now (`_ready`)."""
         expected = self.app.gapless_next(sender)
-        if expected is None:
+        if not expected:  # not gapless, or its first transaction: it may start anywhere
             return True
         seqs = self._by_sender[sender]
         first = min(seqs)
@@ -174,6 +174,8 @@ class Mempool:
         out: list[Envelope] = []
         for seq in sorted(seqs):
             tid = seqs[seq]
+            if expected == 0:
+                expected = seq  # a gateway's first transaction on chain may have any seq
             if expected is not None and seq != expected and self._lost(sender, expected, seq):
                 if now_ms - self._arrived[tid] < self.gap_hold_ms:
                     break  # wait for the missing seq; the rest of this sender waits too

@@ -219,16 +219,16 @@ class EnergyApp:
         _dispatch(st, tx)
 
     def gapless_next(self, sender: str) -> int | None:
-        """Committed seq + 1 for a registered gateway that has committed before, else None.
+        """Committed seq + 1 for a registered gateway (0 before its first), else None.
 
-        A gateway allocates seqs one by one (edge/outbox.py), so a gap after its first
-        committed transaction is a message lost between broker and validators.
+        A gateway allocates seqs one by one (edge/outbox.py), so a gap in its seqs is a
+        message lost between broker and validators. Its first transaction on chain may have
+        any seq (its outbox started at its creation time in unix ms).
         """
         st = self.view()
-        last = account(st, sender).seq
-        if last == 0 or gateway(st, sender) is None:
+        if gateway(st, sender) is None:
             return None
-        return last + 1
+        return account(st, sender).seq + 1 if account(st, sender).seq else 0
 
     def execute(self, ctx: BlockContext, txs: Sequence[Envelope]) -> Execution:
         """Execute a block on an overlay of the committed state; never changes it."""

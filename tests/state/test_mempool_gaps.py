@@ -60,7 +60,7 @@ def test_the_hold_runs_out_and_the_later_tx_goes_as_it_is() -> None:
     net.ok(later, after)
 
 
-def test_clients_and_gateways_new_on_chain_are_never_held() -> None:
+def test_clients_and_a_gateways_first_seq_are_never_held() -> None:
     net, pool, _ = setup()
     # The buyer's client signs with clock-based seqs: gaps are normal.
     net.ok(net.tx("buyer", Transfer(to=pub("seller"), amount=1), seq=5))
@@ -71,9 +71,15 @@ def test_clients_and_gateways_new_on_chain_are_never_held() -> None:
     # its creation time in unix ms).
     body = MeterRead(device="m", interval=T0, import_wh=0, export_wh=0, source="grid", prev=ZERO)
     first = net.tx("gw", body, seq=1_700_000_000_001)
-    assert net.app.gapless_next(pub("gw")) is None
+    assert net.app.gapless_next(pub("gw")) == 0
     assert pool.add(first)
     assert pool.held() == 0
+    assert set(pool.reap(10)) == {gap, first}
+    # ... but not the one after a hole behind it.
+    body = MeterRead(device="pv", interval=T0, import_wh=0, export_wh=0, source="solar", prev=ZERO)
+    after_hole = net.tx("gw", body, seq=1_700_000_000_003)
+    assert pool.add(after_hole)
+    assert pool.held() == 1
     assert set(pool.reap(10)) == {gap, first}
 
 
