@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -95,8 +96,10 @@ class CommitWatcher:
         gateway: str,
         store: OutboxThread,
         fetch: Callable[[HubSettings, str], int] = fetch_committed_seq,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         """Watch for `gateway` on `hub`; `fetch` is the one blocking question."""
+        self.clock = clock
         self.hub = hub
         self.gateway = gateway
         self.store = store
@@ -123,6 +126,7 @@ class CommitWatcher:
         Returns:
             How many messages left the outbox (0 also when the hub could not be asked).
         """
+        asked_ms = self.clock()
         try:
             seq = await asyncio.to_thread(self.fetch, self.hub, self.gateway)
         except HubAnswerError as exc:
@@ -139,7 +143,7 @@ class CommitWatcher:
             log.info("hub answers again: committed tx seq %d", seq)
         self.last_error = None
         self.committed = seq if self.committed is None else max(self.committed, seq)
-        gone = await self.store.call(self.store.outbox.commit_through, "tx", seq)
+        gone = await self.store.call(self.store.outbox.commit_through, "tx", seq, asked_ms)
         self.forgotten += gone
         if gone:
             log.debug("chain committed tx seq %d: %d messages left the outbox", seq, gone)

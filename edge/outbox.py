@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS message (
     ts_ms INTEGER NOT NULL,
     payload BLOB NOT NULL,
     acked_ms INTEGER,
+    first_acked_ms INTEGER,
     UNIQUE (stream, seq)
 );
 CREATE INDEX IF NOT EXISTS message_pending ON message (acked_ms, id);
@@ -67,6 +68,14 @@ CREATE TABLE IF NOT EXISTS device (
     read_id TEXT NOT NULL
 );
 """
+
+
+LATE_MS = 2_000
+"""A tx message first acknowledged this long before the hub said it is not committed is
+late (commits take well under a second). The first acknowledgement counts, not that of a
+re-send: reads refused before registration stay late however often they were re-sent."""
+REPUBLISH_BACKOFF = 8
+"""Most the re-send delay grows: 8 x `republish_s` (40 min at the default 300 s)."""
 
 
 class OutboxError(EdgeError):
@@ -136,6 +145,9 @@ class Outbox:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(message)")}
+                if "first_acked_ms" not in columns:  # an outbox written before it existed
+                    self._db.execute("ALTER TABLE message ADD COLUMN first_acked_ms INTEGER")
             self._db.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
@@ -220,6 +232,8 @@ class Outbox:
                     if isinstance(body, MeterRead):
                         memory = after_meter_read(memory, body, env.message_id())
                     envelopes.append(env)
+                if self.keep_tx_until == "committed" and any(b.STREAM == "tx" for b in bodies):
+                    self._resend_late_tx()
                 self._db.execute(
                     "INSERT OR REPLACE INTO device VALUES (?, ?, ?, ?, ?)",
                     (
@@ -260,8 +274,9 @@ class Outbox:
         with self._tx():
             if self.keep_tx_until == "committed":
                 self._db.execute(
-                    f"UPDATE message SET acked_ms = ? WHERE stream = 'tx' AND id IN ({marks})",  # noqa: S608
-                    (now_ms, *ids),
+                    "UPDATE message SET acked_ms = ?, first_acked_ms = coalesce(first_acked_ms, ?) "  # noqa: S608
+                    f"WHERE stream = 'tx' AND id IN ({marks})",
+                    (now_ms, now_ms, *ids),
                 )
                 self._db.execute(
                     f"DELETE FROM message WHERE stream != 'tx' AND id IN ({marks})",  # noqa: S608
@@ -273,13 +288,38 @@ class Outbox:
                 "INSERT OR REPLACE INTO meta VALUES ('last_publish_ms', ?)", (str(now_ms),)
             )
 
-    def commit_through(self, stream: str, seq: int) -> int:
+    def _resend_late_tx(self) -> None:
+        """Mark acknowledged tx messages for send again from the first the hub showed late.
+
+        Called in the transaction that stores a new tx message, so they go out before it,
+        in seq order: a gateway's first transaction on chain must be its lowest waiting one
+        (reads refused before the gateway was registered), or the later one would commit
+        first and turn the earlier ones into replays.
+        """
+        # From the oldest late one on, every acknowledged one: a re-send with a hole in it
+        # would let the chain commit the seq after the hole first.
+        self._db.execute(
+            "UPDATE message SET acked_ms = NULL WHERE stream = 'tx' AND acked_ms IS NOT NULL "
+            "AND seq >= (SELECT min(seq) FROM message WHERE stream = 'tx' "
+            "AND acked_ms IS NOT NULL AND first_acked_ms <= (SELECT CAST(value AS INTEGER) "
+            "FROM meta WHERE key = 'hub_checked_ms') - ?)",
+            (LATE_MS,),
+        )
+
+    def commit_through(self, stream: str, seq: int, now_ms: int | None = None) -> int:
         """The chain committed every message of `stream` up to `seq`: forget them.
+
+        Progress also ends the re-send backoff (`republish_overdue`). `now_ms` is when the
+        hub said so: acknowledged tx messages older than that (by `LATE_MS`) are late.
 
         Returns:
             How many messages left the outbox.
         """
         with self._tx():
+            if now_ms is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('hub_checked_ms', ?)", (str(now_ms),)
+                )
             self._db.execute(
                 "INSERT INTO committed VALUES (?, ?) ON CONFLICT (stream) "
                 "DO UPDATE SET seq = max(seq, excluded.seq)",
@@ -288,6 +328,8 @@ class Outbox:
             cur = self._db.execute(
                 "DELETE FROM message WHERE stream = ? AND seq <= ?", (stream, seq)
             )
+            if cur.rowcount:
+                self._db.execute("DELETE FROM meta WHERE key = 'republish_rounds'")
             return cur.rowcount
 
     def awaiting_commit(self) -> int:
@@ -305,9 +347,12 @@ class Outbox:
     def republish_overdue(self, now_ms: int, republish_ms: int) -> int:
         """Send acknowledged-but-uncommitted tx messages again, in order, when overdue.
 
-        If the oldest acknowledged tx message has waited more than `republish_ms`, every
+        If the oldest acknowledged tx message has waited more than the re-send delay, every
         acknowledged tx message is marked unpublished again, so the uplink re-sends the whole
-        uncommitted tail in seq order (the hub ignores the ones it already has).
+        uncommitted tail in seq order (the hub ignores the ones it already has). The delay
+        is `republish_ms` at first and doubles with each re-send that brings no commit, up
+        to `REPUBLISH_BACKOFF` times: a fleet whose hub API is down (or that keeps sending
+        what the hub refuses) does not re-send its whole backlog every few minutes.
 
         Returns:
             How many messages will be re-sent.
@@ -316,10 +361,18 @@ class Outbox:
             (oldest,) = self._db.execute(
                 "SELECT min(acked_ms) FROM message WHERE stream = 'tx' AND acked_ms IS NOT NULL"
             ).fetchone()
-            if oldest is None or now_ms - oldest < republish_ms:
+            row = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'republish_rounds'"
+            ).fetchone()
+            rounds = int(row[0]) if row else 0
+            delay = republish_ms * min(2**rounds, REPUBLISH_BACKOFF)
+            if oldest is None or now_ms - oldest < delay:
                 return 0
             cur = self._db.execute(
                 "UPDATE message SET acked_ms = NULL WHERE stream = 'tx' AND acked_ms IS NOT NULL"
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('republish_rounds', ?)", (str(rounds + 1),)
             )
             return cur.rowcount
 

@@ -101,6 +101,65 @@ def test_tx_kept_until_committed_and_republished_in_order(tmp_path: Path) -> Non
     assert [p.seq for p in ob.pending(100)] == [5_002]
 
 
+def test_resends_back_off_until_something_commits(tmp_path: Path) -> None:
+    ob = opened(tmp_path, "committed")
+    mem = DeviceMemory()
+    _, mem = ob.store("m1", [read(0)], mem, signer())
+    ob.acknowledge([p.row_id for p in ob.pending(10)], now_ms=0)
+    t = 0
+    waits = []
+    for _ in range(6):  # re-send, acknowledged at once, never committed
+        start = t
+        while not ob.republish_overdue(now_ms=t, republish_ms=1000):
+            t += 100
+        waits.append(t - start)
+        ob.acknowledge([p.row_id for p in ob.pending(10)], now_ms=t)
+    assert waits == [1000, 2000, 4000, 8000, 8000, 8000]
+    _, mem = ob.store("m1", [read(1000, mem.read_id)], mem, signer())
+    ob.acknowledge([p.row_id for p in ob.pending(10)], now_ms=t)
+    assert ob.commit_through("tx", 5_000) == 1  # progress: back to the first delay
+    assert ob.republish_overdue(now_ms=t + 999, republish_ms=1000) == 0
+    assert ob.republish_overdue(now_ms=t + 1000, republish_ms=1000) == 1
+
+
+def test_a_new_tx_goes_out_after_the_late_ones(tmp_path: Path) -> None:
+    """Reads the hub showed uncommitted are re-sent ahead of the next one, in seq order, so
+    the chain never commits a later seq of the gateway before them."""
+    ob = opened(tmp_path, "committed")
+    mem = DeviceMemory()
+    for i in range(2):
+        _, mem = ob.store("m1", [read(i * 1000, mem.read_id)], mem, signer())
+    ob.acknowledge([p.row_id for p in ob.pending(10)], now_ms=10_000)
+    # Not known to be late yet (the hub was not asked): the new one goes alone.
+    _, mem = ob.store("m1", [read(2000, mem.read_id)], mem, signer())
+    assert [p.seq for p in ob.pending(10)] == [5_002]
+    ob.acknowledge([p.row_id for p in ob.pending(10)], now_ms=10_000)
+    # The hub, asked at 12,000, has none of them: all three are late.
+    assert ob.commit_through("tx", 0, now_ms=12_000) == 0
+    _, mem = ob.store("m1", [tel(1)], mem, signer())  # telemetry changes nothing
+    assert [p.stream for p in ob.pending(10)] == ["telemetry"]
+    _, mem = ob.store("m1", [read(3000, mem.read_id)], mem, signer())
+    assert [(p.stream, p.seq) for p in ob.pending(10)] == [
+        ("tx", 5_000), ("tx", 5_001), ("tx", 5_002), ("telemetry", 5_000), ("tx", 5_003)
+    ]  # fmt: skip
+    # Re-sent and acknowledged again (refused again by a hub that does not know the
+    # gateway yet): their first acknowledgement still makes them late.
+    ob.acknowledge([p.row_id for p in ob.pending(10)], now_ms=20_000)
+    _, mem = ob.store("m1", [read(4000, mem.read_id)], mem, signer())
+    assert [p.seq for p in ob.pending(10)] == [5_000, 5_001, 5_002, 5_003, 5_004]
+    ob.acknowledge([p.row_id for p in ob.pending(10)], now_ms=20_001)
+    assert ob.commit_through("tx", 5_002, now_ms=20_100) == 3
+    # 5,003 and 5,004 were first acknowledged under 2 s before that answer: not late yet.
+    _, mem = ob.store("m1", [read(5000, mem.read_id)], mem, signer())
+    assert [p.seq for p in ob.pending(10)] == [5_005]
+    ob.acknowledge([p.row_id for p in ob.pending(10)], now_ms=20_200)
+    assert ob.commit_through("tx", 5_002, now_ms=22_100) == 0
+    # Now 5,003 and 5,004 are late, 5,005 is not: it goes again all the same, so the
+    # re-send has no hole for the chain to commit past.
+    _, mem = ob.store("m1", [read(6000, mem.read_id)], mem, signer())
+    assert [p.seq for p in ob.pending(10)] == [5_003, 5_004, 5_005, 5_006]
+
+
 def test_quota_thins_old_telemetry_but_never_tx(tmp_path: Path) -> None:
     ob = opened(tmp_path)
     mem = DeviceMemory()
