@@ -5,8 +5,9 @@ validator sees it (DESIGN.md). With `keep_tx_until = "committed"` the outbox kee
 acknowledged `tx` message, and this watcher asks a validator's API, every `[hub] poll_s`
 while such messages wait, for the gateway's account: its `seq` is the last committed seq of
 the gateway's tx stream (a transaction that reached execution consumes its seq whatever its
-outcome). Everything at or below it leaves the outbox; what stays past `republish_s` is
-re-sent in order by the uplink.
+outcome). Everything at or below it leaves the outbox. What the answer shows uncommitted
+is late: it goes out again ahead of the next new tx message (`Outbox.store`), and all that
+waits is re-sent after `republish_s` (`Outbox.republish_overdue`), always in seq order.
 
 `committed_seq` is the pure part (bytes of the answer in, seq out); `fetch_committed_seq`
 does one blocking HTTP GET; `CommitWatcher` is the asyncio loop. The hub being unreachable
