@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 import tempfile
@@ -198,6 +199,18 @@ class Demo:
             async with background(observer.run()):
                 await self.trading_cycle(specs, owners, observer, keep)
 
+    def awaiting_commit(self, gateway: str) -> str:
+        """What the gateway's own status says of its meter reads' way to the chain."""
+        try:
+            status = json.loads((self.workdir / gateway / "status.json").read_text())
+        except (OSError, ValueError):
+            return "no gateway status yet"
+        commits = status.get("commits") or {}
+        return (
+            f"its outbox keeps {commits.get('awaiting', '?')} read(s) until committed "
+            f"(chain has its tx seq {commits.get('committed_seq')})"
+        )
+
     async def trading_cycle(
         self, specs: dict[str, DeviceSpec], owners: dict[str, Any], observer: Observer, keep: bool
     ) -> None:
@@ -307,6 +320,7 @@ class Demo:
                         f"{d} {r['export_wh']} Wh export at {hms(r['interval'])}"
                         for d, r in last.items()
                     )
+                    + f"; {self.awaiting_commit(name)}"
                 )
 
         async with self.stage("7. settlement", 20):
