@@ -3,6 +3,7 @@
 * `GET  /v1/status`            chain, height, block_hash, state_hash, validators, syncing, ...
 * `GET  /v1/blocks/{height}`   hash, header, tx ids, commit certificate (`?full=true`: the
                                 whole block too — what peers sync from)
+* `GET  /metrics`              the status as Prometheus text
 * `GET  /v1/tx/{id}`           pending / committed (height, position) / rejected (reason)
 * `POST /v1/tx`                a signed envelope as the raw JSON body; 202 with its id, or
                                 400 with the reason it is refused
@@ -15,9 +16,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from hub.errors import MempoolFull, TxRejected
+from hub.metrics import render_metrics
 from hub.state.api import state_router
 from wire.errors import InvalidMessage
 
@@ -66,6 +68,11 @@ def create_app(node: NodeView) -> FastAPI:
     def get_status() -> dict[str, Any]:
         """Chain id, committed height and hashes, validator set, sync state."""
         return node.status()
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def get_metrics() -> str:
+        """The status as Prometheus text, for scraping."""
+        return render_metrics(node.status())
 
     @app.get("/v1/blocks/{height}")
     def get_block(height: int, full: bool = False) -> dict[str, Any]:

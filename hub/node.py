@@ -157,6 +157,10 @@ class Node:
         self._stop = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
         self.commits = 0
+        self.txs_committed = 0
+        """Transactions executed with ok since start."""
+        self.txs_failed = 0
+        """Transactions in blocks that failed (their seq consumed) since start."""
         self._started = False
         self._statement_repair: dict[int, tuple[int, float]] = {}
         """Settled intervals whose signatures are being repaired: (rounds done, next due)."""
@@ -204,6 +208,8 @@ class Node:
                     action.block, action.commit, action.execution, action.head, action.changes
                 )
                 self.commits += 1
+                self.txs_committed += sum(1 for r in action.execution.results if r.ok)
+                self.txs_failed += sum(1 for r in action.execution.results if not r.ok)
                 h = action.block.header
                 log.info(
                     "committed block %d %s… (%d txs, round %d)",
@@ -492,6 +498,11 @@ class Node:
             "mempool": len(self.mempool),
             "mempool_held": self.mempool.held(),
             "mqtt_connected": self.transport.connected,
+            "since_start": {
+                "blocks": self.commits,
+                "txs_ok": self.txs_committed,
+                "txs_failed": self.txs_failed,
+            },
         }
 
     def block_json(self, height: int, *, full: bool) -> dict[str, Any] | None:

@@ -87,6 +87,18 @@ def test_a_lost_gateway_tx_is_waited_for_and_the_resend_commits_in_order(net: Hu
     assert b["ok"], b
     assert (a["height"], a["position"]) < (b["height"], b["position"])
 
+    # What a grid operator's Prometheus scrapes shows the same.
+    text = net.http.get(f"{net.urls[1]}/metrics").text
+    metrics = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    status = net.status(1)
+    assert status is not None
+    assert int(metrics["gtx_hub_height"]) >= b["height"]
+    assert metrics["gtx_hub_mempool_held"] == "0"
+    assert int(metrics["gtx_hub_txs_ok_total"]) == 4  # the registration and three reads
+    assert metrics["gtx_hub_syncing"] == "0"
+    info = f'gtx_hub_info{{chain="{chain}",node="{status["node"]}",mode="validator"}}'
+    assert metrics[info] == "1"
+
 
 def _status(net: HubNet, i: int, env: Envelope) -> str | None:
     info = net.tx(i, env.message_id())
