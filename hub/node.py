@@ -29,7 +29,7 @@ from hub.consensus.action import Action, Broadcast, Committed, Persist, SetTimer
 from hub.consensus.block import tx_id
 from hub.consensus.chain import Chain
 from hub.consensus.follower import Follower
-from hub.consensus.replica import Replica
+from hub.consensus.replica import GUARD_ROUNDS, Replica
 from hub.errors import ConfigError, HubError, InvalidBlock, StoreError, SyncError, TxRejected
 from hub.genesis import Genesis
 from hub.mempool import Mempool
@@ -635,6 +635,17 @@ class Node:
             await self._catch_up()
             self._started = True
             self._drive(self.core.start)
+            guarded = getattr(self.core, "guard_height", None)
+            if guarded is not None:
+                log.warning(
+                    "no write-ahead record in %s but the chain is at height %d: this "
+                    "validator's data may have been wiped while it voted, so it signs "
+                    "nothing at height %d before round %d (never two votes in one round)",
+                    self.settings.db_path,
+                    guarded - 1,
+                    guarded,
+                    GUARD_ROUNDS,
+                )
             self._repair_recent()
             tasks.append(asyncio.create_task(self._sync_loop(), name="sync"))
             tasks.append(asyncio.create_task(self._statement_loop(), name="statements"))

@@ -66,6 +66,9 @@ EXTRA_BLOCKS = 2
 """Other blocks kept per round from a proposer that signed more than one."""
 REBROADCAST_ROUNDS = 3
 """A stuck replica re-sends its votes of this many most recent rounds."""
+GUARD_ROUNDS = 3
+"""A replica that starts without a write-ahead record on a chain past genesis signs
+nothing at its first height below this round (see `Replica.start`)."""
 
 
 class TxSource(Protocol):
@@ -123,6 +126,8 @@ class Replica:
         self._behind: set[str] = set()
         self._active = False
         self._last: BftBlock | None = None
+        self.guard_height: int | None = None
+        """The height this replica does not sign at below `GUARD_ROUNDS` (None: none)."""
         self._reset_height()
 
     # ------------------------------------------------------------------ state
@@ -184,6 +189,12 @@ class Replica:
             SetTimer(Timeout("rebroadcast", 0, 0), now_ms + self.params.rebroadcast_ms)
         )
         wal, self._wal = self._wal, None
+        if wal is None and self.chain.head.height > 0:
+            # No record of what this key signed, on a chain that is running: its data may
+            # have been wiped while it was voting at this very height. It sits out the
+            # first rounds here (never two votes in one round); the others, or a later
+            # round, carry on. A new network starts at genesis with no records: no guard.
+            self.guard_height = self.height
         if wal is not None and wal.height == self.height:
             self._restore(wal, now_ms)
         else:
@@ -339,13 +350,18 @@ class Replica:
     def _broadcast(self, body: Body, now_ms: int) -> None:
         self._out.append(Broadcast(self._sign(body, now_ms)))
 
-    def _signed_once(self, kind: str, body: Body, now_ms: int) -> Envelope:
-        """Sign a proposal or vote unless one was signed for this round: never two."""
+    def _signed_once(self, kind: str, body: Body, now_ms: int) -> Envelope | None:
+        """Sign a proposal or vote unless one was signed for this round: never two.
+
+        Returns None, signing nothing, at a guarded height's first rounds.
+        """
         round_ = getattr(body, "round", 0)
         existing = self._signed.get((kind, round_))
         if existing is not None:
             self._out.append(Broadcast(existing))
             return existing
+        if self.height == self.guard_height and round_ < GUARD_ROUNDS:
+            return None
         env = self._sign(body, now_ms)
         self._signed[(kind, round_)] = env
         self._out.append(Persist(self._record()))

@@ -27,7 +27,7 @@ from hub.consensus.block import (
 from hub.consensus.chain import Chain, Head
 from hub.consensus.evidence import InvalidEvidence, check_evidence, make_evidence
 from hub.consensus.params import Params
-from hub.consensus.replica import Replica
+from hub.consensus.replica import GUARD_ROUNDS, Replica
 from hub.consensus.vote import PREVOTE, VoteBook
 from hub.consensus.wal import WalRecord
 from hub.errors import ConfigError, InvalidBlock, InvalidCommit
@@ -309,6 +309,31 @@ def test_restarted_replica_never_signs_a_conflicting_vote() -> None:
     votes = broadcasts(out, "bft_prevote")
     assert votes
     assert all(v == first for v in votes)
+
+
+def test_a_replica_without_its_record_sits_out_the_first_rounds_of_a_running_chain() -> None:
+    """Its data was wiped mid-height: it may have voted there in a life it does not
+    remember, so it signs nothing at its first height before GUARD_ROUNDS."""
+    chain = fresh_chain()
+    block, execution = chain.build(T0 + 5, PUBS[1], [])
+    chain.apply(block, precommits(block_hash(block)), execution)
+    assert chain.head.height == 1
+    wiped = Replica(BY_PUB[PUBS[3]], chain, Pool(), Params(), wal=None, seq=1)
+    out = wiped.start(T0 + 10)
+    assert wiped.guard_height == 2
+    out += wiped.on_message(proposal_for(2, 0, T0 + 12), T0 + 13)
+    for r in range(GUARD_ROUNDS):
+        out += wiped.on_timeout(Timeout("propose", 2, r), T0 + 100_000 * (r + 1))
+        out += wiped.on_timeout(Timeout("prevote", 2, r), T0 + 100_000 * (r + 1) + 1)
+        out += wiped.on_timeout(Timeout("precommit", 2, r), T0 + 100_000 * (r + 1) + 2)
+    out += wiped.on_timeout(Timeout("propose", 2, GUARD_ROUNDS), T0 + 900_000)
+    signed = [a.message for a in out if isinstance(a, Broadcast) and a.message.sender == PUBS[3]]
+    assert wiped.round == GUARD_ROUNDS
+    rounds = {env.body.round for env in signed}  # type: ignore[attr-defined]
+    assert rounds == {GUARD_ROUNDS}  # silent before, votes again from there
+    # A replica with its record, or on a new chain, is not guarded.
+    assert replica(2).start(T0 + 1) is not None
+    assert replica(2).guard_height is None
 
 
 def test_four_replicas_commit_one_block_in_memory() -> None:
