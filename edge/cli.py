@@ -187,6 +187,8 @@ def run_check(args: argparse.Namespace) -> int:
         "zone": settings.zone,
         "devices": len(settings.devices),
         "buses": by_bus,
+        "tx_kept_until": settings.outbox.keep_tx_until,
+        "hub": settings.hub.url if settings.hub else None,
         "key_problem": key_problem or None,
     }
     if args.json:
@@ -195,6 +197,10 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"{args.config}: valid; {len(settings.devices)} devices on {len(by_bus)} buses")
         for bus, names in by_bus.items():
             print(f"  {bus}: {', '.join(names)}")
+        if settings.hub is not None and settings.outbox.keep_tx_until == "committed":
+            print(f"  meter reads stay in the outbox until {settings.hub.url} shows them committed")
+        else:
+            print("  meter reads leave the outbox at the broker's PUBACK (add [hub] to keep them)")
     if key_problem and not args.no_key:
         return _fail("check", key_problem, 2)
     return 0

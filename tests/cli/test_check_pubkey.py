@@ -22,6 +22,7 @@ def test_example_config_is_valid(tmp_path: Path) -> None:
     assert summary["devices"] == 3
     assert summary["buses"]["rtu:/dev/ttyAMA0"] == ["meter1", "pv-inverter"]
     assert summary["buses"]["tcp:192.168.1.50:502"] == ["meter2"]
+    assert (summary["tx_kept_until"], summary["hub"]) == ("committed", "http://127.0.0.1:8600")
     assert summary["gateway"] is None
     assert "does not exist" in summary["key_problem"]
     # Without --no-key a missing key is an error naming the fix.
