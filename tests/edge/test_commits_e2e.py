@@ -111,7 +111,7 @@ def test_meter_reads_stay_until_committed_and_reach_the_chain_after_registration
         assert register.returncode == 0, register.stderr
         assert json.loads(register.stdout.splitlines()[-1])["status"] == "committed"
 
-        # Within republish_s the backlog is re-sent; it commits and leaves the outbox.
+        # The late reads go out again ahead of the next new one, commit, and leave the outbox.
         def caught_up() -> bool:
             c = status()["commits"]
             return (
@@ -122,7 +122,7 @@ def test_meter_reads_stay_until_committed_and_reach_the_chain_after_registration
 
         try:
             wait_until(caught_up, 40, "the backlog committed")
-        except AssertionError as exc:
+        except AssertionError as exc:  # say where each read stands on the hub
             seen = {env.seq: env for env in (parse(p, CHAIN) for _, p in sub.snapshot())}
             views = [(q, net.tx(0, seen[q].message_id())) for q in sorted(seen)]
             raise AssertionError(f"{status()['commits']}; the hub on each read: {views}") from exc
