@@ -294,10 +294,14 @@ class Node:
 
     def _statement_hash(self, interval: int) -> str | None:
         """This node's hash of the statement of `interval`, or None before it settled here."""
+        found = self._statement(interval)
+        return None if found is None else str(found["hash"])
+
+    def _statement(self, interval: int) -> dict[str, Any] | None:
+        """The statement of `interval` as `statement_of` gives it, None before it settled."""
         if not isinstance(self.app, EnergyApp):
             return None
-        found = statement_of(self.app.view(), interval)
-        return None if found is None else str(found["hash"])
+        return statement_of(self.app.view(), interval)
 
     def _own_statement_sig(self, interval: int, digest: str) -> tuple[int, str] | None:
         for v, d, height, sig in self.store.statement_sigs(interval):
@@ -327,11 +331,12 @@ class Node:
             log.info("re-sent own signatures of %d recent statements", resent)
 
     async def _repair_statement(self, http: httpx.AsyncClient, interval: int) -> bool:
-        """One repair round; True once every current validator's signature is here."""
-        digest = self._statement_hash(interval)
-        if digest is None:
+        """One repair round; True once every signature of the statement's set is here."""
+        statement = self._statement(interval)
+        if statement is None:
             return True  # not settled here (another application): nothing to repair
-        validators = set(self.chain.head.validators)
+        digest = str(statement["hash"])
+        validators = set(statement["validators"])
         have = {
             v for v, d, _h, _s in self.store.statement_sigs(interval) if d == digest
         } & validators
@@ -391,7 +396,12 @@ class Node:
     def _on_statement_sig(self, env: Envelope) -> None:
         """Keep another validator's statement signature once it verifies."""
         body = env.body
-        if not isinstance(body, BftStatementSig) or env.sender not in self.chain.head.validators:
+        if not isinstance(body, BftStatementSig):
+            return
+        # Signers that count are the statement's set; before it settled here, the current set.
+        statement = self._statement(body.interval)
+        signers = statement["validators"] if statement else self.chain.head.validators
+        if env.sender not in signers:
             return
         if not verify_statement(env.sender, self.chain_id, body.interval, body.statement, body.sig):
             log.debug("dropping a statement signature from %s… that does not verify", env.sender)

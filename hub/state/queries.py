@@ -154,16 +154,16 @@ def statement_certificate(
     """What validators signed of a statement: signatures over its hash, and whether 2f+1.
 
     Args:
-        st: the committed view (for the validator set).
+        st: the committed view.
         statement: `statement_of`'s answer (its `hash` is what counts).
         sigs: (validator, statement hash, height, sig) as the node kept them (verified).
 
     Returns:
-        `signatures` (validators of the current set who signed this very hash), `quorum`
-        (2f+1 of that set), `certified`, and `conflicting` (validators who signed another
-        hash for the interval: a sign of a diverged or faulty validator).
+        `signatures` (validators of the statement's set who signed this very hash),
+        `quorum` (2f+1 of that set), `certified`, and `conflicting` (validators who signed
+        another hash for the interval: a sign of a diverged or faulty validator).
     """
-    validators = st.meta().validators
+    validators = tuple(statement["validators"])
     good = [
         {"validator": v, "sig": sig, "height": h}
         for v, digest, h, sig in sigs

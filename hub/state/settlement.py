@@ -161,6 +161,9 @@ class Statement(Record):
     """Totals per account, sorted by key."""
     zones: tuple[ZoneLine, ...]
     """Totals per zone, sorted by path."""
+    validators: tuple[str, ...] = ()
+    """The validator set of the settling block: 2f+1 of these certify the statement, even
+    after the set changes."""
 
     def digest(self) -> str:
         """SHA-256 hex of the statement's canonical JSON: what validators sign."""
@@ -320,6 +323,7 @@ def settle_interval(st: State, interval: int) -> Statement:
     if net != 0 or totals["traded"] != totals["delivered"] + totals["short"]:
         raise HubError(f"settlement of {interval} does not conserve (net {net} satang): a bug")
     statement = Statement(
+        validators=st.meta().validators,
         chain=st.meta().chain,
         interval=interval,
         height=st.height,

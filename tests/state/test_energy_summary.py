@@ -100,3 +100,41 @@ def test_statement_certificate_counts_only_validators_signing_this_hash() -> Non
     assert (three["signed"], three["certified"]) == (3, True)
     assert three["conflicting"] == [pub("v4")]
     assert {s["validator"] for s in three["signatures"]} == {pub("v1"), pub("v2"), pub("v3")}
+
+
+def test_a_statement_is_certified_by_its_own_validator_set_after_the_set_changes() -> None:
+    from hub.state.queries import statement_certificate
+    from hub.state.settlement import sign_statement
+    from tests.state.harness import key, pub
+    from wire.kinds import Proposal, Vote
+
+    net = Net(balances={"buyer": 10_000}, validators=("v1", "v2", "v3", "v4"))
+    net.ok(
+        net.register("gw-s", "seller", F1, ("pv", "solar", 10_000)),
+        net.register("gw-b", "buyer", F2, ("mains", "grid", 20_000)),
+    )
+    net.ok(net.offer("gw-s", X, 50, 300, F1), net.bid("buyer", X, 50, 400, F2))
+    net.ok(at=X + MIN + 30_000)
+    statement = statement_of(net.app.view(), X)
+    assert statement is not None
+    four = sorted(pub(v) for v in ("v1", "v2", "v3", "v4"))
+    assert statement["validators"] == four
+    # Governance adds a fifth validator: 3 of 5 is no quorum of the new set, yet the
+    # statement was made by the four and 3 of them certify it, now as then.
+    add = net.tx(
+        "auth", Proposal(action="validator_add", target=pub("v5"), value=0, roles=(), note="")
+    )
+    net.ok(add)
+    net.ok(net.tx("auth", Vote(proposal=add.message_id(), yes=True)))
+    net.ok(at=net.q("proposals", add.message_id()).due_ms)
+    net.ok()
+    net.ok()
+    assert len(net.app.validators()) == 5
+    digest = statement["hash"]
+    sigs = [
+        (pub(v), digest, net.height, sign_statement(key(v), CHAIN, X, digest))
+        for v in ("v1", "v2", "v3", "v5")
+    ]
+    cert = statement_certificate(net.app.view(), statement, sigs)
+    assert (cert["signed"], cert["quorum"], cert["certified"]) == (3, 3, True)
+    assert pub("v5") not in {s["validator"] for s in cert["signatures"]}
