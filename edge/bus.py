@@ -17,7 +17,7 @@ from typing import Protocol
 
 from edge import modbus
 from edge.config import DeviceSettings, PollingSettings
-from edge.errors import DeviceError, DeviceUnreachable, FrameError
+from edge.errors import DeviceError, DeviceTimeout, DeviceUnreachable, FrameError
 from edge.scheduler import Health, Policy, after_failure, after_success, became_degraded, next_poll
 from edge.transport import Transport
 from hw.measurement import Measurements
@@ -110,10 +110,11 @@ class Iec61850Link:
         self._transport = transport
 
     async def read(self, device: DeviceSettings, profile: Profile, retries: int) -> Measurements:
-        """One reading over MMS; `retries` extra tries on timeout.
+        """One reading over MMS; `retries` extra tries when the server does not answer.
 
         Raises:
-            DeviceError: any failure, named after the device.
+            DeviceError: any failure, named after the device, of the subclass that says what
+                went wrong (the metrics count failures by it).
         """
         from edge import iec61850
 
@@ -126,8 +127,8 @@ class Iec61850Link:
                 )
             except DeviceError as exc:
                 tries += 1
-                if tries > retries or isinstance(exc, FrameError):
-                    raise DeviceError(device.describe(), exc.reason) from exc
+                if tries > retries or not isinstance(exc, DeviceTimeout | DeviceUnreachable):
+                    raise type(exc)(device.describe(), exc.reason) from exc
 
     async def close(self) -> None:
         """Nothing to release per link (the worker pool is shared)."""

@@ -1,6 +1,6 @@
-"""`gtx edge run` and `gtx edge status`: the daemon and the operator's look at it.
+"""`gtx edge run`, `status` and `check`: the daemon, the operator's look at it, its config.
 
-`gridtokenx.cli` mounts these with `add_run_parser(edge_sub)` and `add_status_parser(edge_sub)`.
+`gridtokenx.cli` mounts these with `add_run_parser`, `add_status_parser` and `add_check_parser`.
 Exit codes: 0 fine, 1 runtime failure or daemon not running, 2 configuration error.
 """
 

@@ -64,14 +64,25 @@ def committed_seq(answer: bytes, gateway: str) -> int:
     return seq
 
 
-def fetch_committed_seq(hub: HubSettings, gateway: str) -> int:
+def tls_context(hub: HubSettings) -> ssl.SSLContext | None:
+    """The TLS context for an https hub (its CA file, or the system's), None for http."""
+    return ssl.create_default_context(cafile=hub.ca) if hub.url.startswith("https:") else None
+
+
+def fetch_committed_seq(
+    hub: HubSettings, gateway: str, context: ssl.SSLContext | None = None
+) -> int:
     """Ask the hub once (blocking; run it in a thread).
+
+    Args:
+        hub: where to ask.
+        gateway: the gateway's public key.
+        context: `tls_context(hub)`, made once by the caller (it reads the CA file).
 
     Raises:
         HubAnswerError: unreachable, an HTTP error, a timeout or a bad answer.
     """
     url = account_url(hub.url, gateway)
-    context = ssl.create_default_context(cafile=hub.ca) if url.startswith("https:") else None
     try:
         # The scheme is http or https: the config refuses any other.
         with urllib.request.urlopen(  # noqa: S310
@@ -96,7 +107,7 @@ class CommitWatcher:
         hub: HubSettings,
         gateway: str,
         store: OutboxThread,
-        fetch: Callable[[HubSettings, str], int] = fetch_committed_seq,
+        fetch: Callable[[HubSettings, str, ssl.SSLContext | None], int] = fetch_committed_seq,
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         """Watch for `gateway` on `hub`; `fetch` is the one blocking question."""
@@ -105,6 +116,7 @@ class CommitWatcher:
         self.gateway = gateway
         self.store = store
         self.fetch = fetch
+        self.context = tls_context(hub)
         self.committed: int | None = store.outbox.committed("tx")
         """The last committed seq learned (also from earlier runs), None before any."""
         self.forgotten = 0
@@ -129,7 +141,7 @@ class CommitWatcher:
         """
         asked_ms = self.clock()
         try:
-            seq = await asyncio.to_thread(self.fetch, self.hub, self.gateway)
+            seq = await asyncio.to_thread(self.fetch, self.hub, self.gateway, self.context)
         except HubAnswerError as exc:
             self.errors += 1
             if self.last_error is None:

@@ -57,7 +57,7 @@ _POLLING_KEYS = frozenset(
 _METRICS_KEYS = frozenset({"host", "port"})
 _HUB_KEYS = frozenset({"url", "ca", "poll_s", "timeout_ms"})
 _DEVICE_KEYS = frozenset(
-    {"name", "profile", "transport", "unit", "poll_ms", "source", "timeout_ms", "capacity_w"}
+    {"name", "profile", "transport", "unit", "poll_ms", "source", "timeout_ms"}
 )
 _TOP_KEYS = frozenset({"gateway", "mqtt", "outbox", "polling", "metrics", "hub", "device"})
 
@@ -159,7 +159,7 @@ class PollingSettings:
     degraded_poll_ms: int
     """Poll period of a degraded device."""
     frame_gap_ms: int
-    """Silence between two requests on a serial bus."""
+    """Silence after each device's poll on a serial bus."""
 
 
 @dataclass(frozen=True, slots=True)

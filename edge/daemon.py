@@ -30,7 +30,6 @@ from edge.scheduler import Policy
 from edge.status import (
     CommitStatus,
     DeviceStatus,
-    Histogram,
     Snapshot,
     render_metrics,
     to_obj,
@@ -248,7 +247,7 @@ class Daemon:
             published=dict(self.uplink.published),
             last_publish_ms=last_publish,
             thinned=self.thinned,
-            latency=self.uplink.latency if self.uplink.latency else Histogram(),
+            latency=self.uplink.latency,
             commits=commits,
         )
 

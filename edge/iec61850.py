@@ -16,7 +16,7 @@ Points read, relative to the logical device (IEC 61850-7-4 MMXU and MMTR):
 headline value whose validity is not *good* raises `ImplausibleReading`; a per-phase value
 that is missing from the model or not *good* is left out of `phases`.
 
-Two facts about the binding shape this module:
+Three facts about the binding shape this module:
 
 - Every `pyiec61850` call holds the GIL for its whole duration (connect included, up to the
   timeout), so a thread does not keep an event loop responsive. `aread_measurements`

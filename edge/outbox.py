@@ -15,7 +15,10 @@ per reading:
   delivery), and are re-sent in order when not committed in time.
 - `device`: each device's memory (last cumulative registers, last meter_read) so sanity
   checks and the `prev` hash chain survive restarts.
-- `meta`: the gateway key and chain the file belongs to, and publish statistics.
+- `meta`: the gateway key and chain the file belongs to, publish statistics, and for
+  `keep_tx_until = "committed"` when the hub last answered (`hub_checked_ms`) and how many
+  re-sends in a row brought no commit (`republish_rounds`).
+- `committed`: the highest seq per stream the chain is known to have committed.
 
 Not thread-safe: the daemon calls it from one worker thread.
 """
@@ -106,8 +109,6 @@ class Depth:
     """Messages not yet acknowledged by the broker."""
     payload_bytes: int
     """Sum of payload sizes."""
-    oldest_ts_ms: int | None
-    """Reading time of the oldest unpublished message."""
 
 
 Signer = Callable[[Body, int], Envelope]
@@ -248,20 +249,12 @@ class Outbox:
             raise OutboxError(f"cannot write outbox {self.path}: {exc}") from exc
         return tuple(envelopes), memory
 
-    def remember(self, device: str, memory: DeviceMemory) -> None:
-        """Persist a device's memory without storing a message."""
-        with self._tx():
-            self._db.execute(
-                "INSERT OR REPLACE INTO device VALUES (?, ?, ?, ?, ?)",
-                (device, memory.import_wh, memory.export_wh, memory.read_interval, memory.read_id),
-            )
-
-    def pending(self, limit: int, after_id: int = 0) -> list[Pending]:
-        """Up to `limit` unacknowledged messages after row `after_id`, oldest first."""
+    def pending(self, limit: int) -> list[Pending]:
+        """Up to `limit` unacknowledged messages, oldest first."""
         rows = self._db.execute(
-            "SELECT id, stream, seq, payload FROM message WHERE acked_ms IS NULL AND id > ? "
+            "SELECT id, stream, seq, payload FROM message WHERE acked_ms IS NULL "
             "ORDER BY id LIMIT ?",
-            (after_id, limit),
+            (limit,),
         ).fetchall()
         return [Pending(r[0], r[1], r[2], bytes(r[3])) for r in rows]
 
@@ -383,11 +376,11 @@ class Outbox:
             "SELECT stream, count(*) FROM message GROUP BY stream"
         ).fetchall():
             per[stream] = n
-        unpublished, size, oldest = self._db.execute(
-            "SELECT count(*), (SELECT coalesce(sum(length(payload)), 0) FROM message), "
-            "min(ts_ms) FROM message WHERE acked_ms IS NULL"
+        unpublished, size = self._db.execute(
+            "SELECT count(*), (SELECT coalesce(sum(length(payload)), 0) FROM message) "
+            "FROM message WHERE acked_ms IS NULL"
         ).fetchone()
-        return Depth(messages=per, unpublished=unpublished, payload_bytes=size, oldest_ts_ms=oldest)
+        return Depth(messages=per, unpublished=unpublished, payload_bytes=size)
 
     def last_publish_ms(self) -> int | None:
         """When the broker last acknowledged a message, unix ms."""

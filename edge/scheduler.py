@@ -122,8 +122,3 @@ def after_failure(health: Health, policy: Policy, now_ms: int, reason: str) -> H
 def became_degraded(before: Health, after: Health) -> bool:
     """Whether this outcome just turned the device degraded (log it once)."""
     return after.degraded and not before.degraded
-
-
-def recovered(before: Health, after: Health) -> bool:
-    """Whether this outcome ended a run of failures."""
-    return before.failures > 0 and after.failures == 0

@@ -83,8 +83,11 @@ def _add_transport_args(p: argparse.ArgumentParser, *, iec: bool) -> None:
     where.add_argument("--rtu", metavar="PORT", help="Modbus RTU serial port, e.g. /dev/ttyAMA0")
     if iec:
         where.add_argument("--iec61850", metavar="HOST:PORT", help="IEC 61850 MMS server")
-    p.add_argument("--baud", type=int, default=9600, help="RTU baud rate (default 9600)")
-    p.add_argument("--parity", choices=["N", "E", "O"], default="N", help="RTU parity (default N)")
+    # No defaults here: an rtu:// URL may carry its own; edge.transport supplies 9600 and N.
+    p.add_argument("--baud", type=int, help="RTU baud rate (default: the URL's, else 9600)")
+    p.add_argument(
+        "--parity", choices=["N", "E", "O"], help="RTU parity (default: the URL's, else N)"
+    )
     p.add_argument(
         "--timeout-ms", type=int, default=1000, help="per-request timeout (default 1000)"
     )
