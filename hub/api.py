@@ -8,7 +8,9 @@
 * `POST /v1/tx`                a signed envelope as the raw JSON body; 202 with its id, or
                                 400 with the reason it is refused
 
-Handlers run on the node's event loop and read its in-memory state and SQLite store.
+Handlers are coroutines, so they run on the node's event loop, between its steps: they read
+its in-memory state and SQLite store while nothing changes them (FastAPI would run plain
+`def` handlers in a thread pool, racing the loop that commits blocks).
 """
 
 from __future__ import annotations
@@ -65,17 +67,17 @@ def create_app(node: NodeView) -> FastAPI:
     )
 
     @app.get("/v1/status")
-    def get_status() -> dict[str, Any]:
+    async def get_status() -> dict[str, Any]:
         """Chain id, committed height and hashes, validator set, sync state."""
         return node.status()
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    def get_metrics() -> str:
+    async def get_metrics() -> str:
         """The status as Prometheus text, for scraping."""
         return render_metrics(node.status())
 
     @app.get("/v1/blocks/{height}")
-    def get_block(height: int, full: bool = False) -> dict[str, Any]:
+    async def get_block(height: int, full: bool = False) -> dict[str, Any]:
         """A committed block: hash, header, tx ids, commit certificate."""
         block = node.block_json(height, full=full)
         if block is None:
@@ -83,7 +85,7 @@ def create_app(node: NodeView) -> FastAPI:
         return block
 
     @app.get("/v1/tx/{tx_id}")
-    def get_tx(tx_id: str) -> dict[str, Any]:
+    async def get_tx(tx_id: str) -> dict[str, Any]:
         """Status of a transaction by id (SHA-256 hex of its envelope)."""
         found = node.tx_json(tx_id.lower())
         if found is None:

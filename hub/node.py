@@ -36,7 +36,7 @@ from hub.mempool import Mempool
 from hub.state import EnergyApp
 from hub.state.prices import SEQ_PER_BLOCK, zone_prices
 from hub.state.queries import statement_of
-from hub.state.settlement import sign_statement, verify_statement
+from hub.state.settlement import Statement, sign_statement, verify_statement
 from hub.store import ChainStore
 from hub.sync import fetch_blocks, peer_heights
 from hub.transport import Topics, Transport
@@ -297,6 +297,13 @@ class Node:
         found = self._statement(interval)
         return None if found is None else str(found["hash"])
 
+    def _statement_record(self, interval: int) -> Statement | None:
+        """The stored statement of `interval`, None before it settled here."""
+        if not isinstance(self.app, EnergyApp):
+            return None
+        found: Statement | None = self.app.view().get("statements", str(interval))
+        return found
+
     def _statement(self, interval: int) -> dict[str, Any] | None:
         """The statement of `interval` as `statement_of` gives it, None before it settled."""
         if not isinstance(self.app, EnergyApp):
@@ -399,8 +406,8 @@ class Node:
         if not isinstance(body, BftStatementSig):
             return
         # Signers that count are the statement's set; before it settled here, the current set.
-        statement = self._statement(body.interval)
-        signers = statement["validators"] if statement else self.chain.head.validators
+        statement = self._statement_record(body.interval)
+        signers = statement.validators if statement else self.chain.head.validators
         if env.sender not in signers:
             return
         if not verify_statement(env.sender, self.chain_id, body.interval, body.statement, body.sig):

@@ -3,12 +3,7 @@
 Interface with the node: `state_router(current)` takes a callable returning the node's
 committed application (`lambda: node.app`). Each request takes one `view()` of it, so a
 response never mixes two heights. A node whose application is not an `EnergyApp` (the
-starter `TransferLedger`) answers 503.
-
-Mount (hub/api.py, inside `create_app`)::
-
-    from hub.state.api import state_router
-    app.include_router(state_router(lambda: node.app))   # NodeView grows an `app` attribute
+starter `TransferLedger`) answers 503. `hub.api.create_app` mounts it.
 """
 
 from __future__ import annotations
@@ -50,12 +45,12 @@ def state_router(
         return app.view()
 
     @router.get("/accounts/{account}")
-    def get_account(account: str) -> dict[str, Any]:
+    async def get_account(account: str) -> dict[str, Any]:
         """Balance and escrow (satang), committed tx seq, roles, voting weight, gateways."""
         return queries.account_info(view(), account)
 
     @router.get("/devices/{gateway}")
-    def get_device(gateway: str) -> dict[str, Any]:
+    async def get_device(gateway: str) -> dict[str, Any]:
         """A gateway's registration (owner, zone, devices, suspension) and last reads."""
         found = queries.device_info(view(), gateway)
         if found is None:
@@ -63,7 +58,7 @@ def state_router(
         return found
 
     @router.get("/market/book")
-    def get_book(
+    async def get_book(
         interval: int = Query(..., description="delivery interval start, unix ms"),
         zone: str | None = Query(None, pattern=ZONE, description="zone (and sub-zones)"),
     ) -> dict[str, Any]:
@@ -71,7 +66,7 @@ def state_router(
         return queries.book_view(view(), interval, zone)
 
     @router.get("/market/orders/{order}")
-    def get_order(order: str) -> dict[str, Any]:
+    async def get_order(order: str) -> dict[str, Any]:
         """One order by id, whatever its status."""
         found = queries.order_info(view(), order)
         if found is None:
@@ -79,12 +74,12 @@ def state_router(
         return found
 
     @router.get("/market/trades")
-    def get_trades(interval: int = Query(..., description="interval start, unix ms")) -> Any:
+    async def get_trades(interval: int = Query(..., description="interval start, unix ms")) -> Any:
         """Trades of an interval in the order they were made."""
         return queries.trades_of(view(), interval)
 
     @router.get("/market/price")
-    def get_price(
+    async def get_price(
         interval: int = Query(..., description="interval start, unix ms"),
         zone: str = Query(..., pattern=ZONE),
     ) -> dict[str, Any]:
@@ -92,15 +87,17 @@ def state_router(
         return queries.reference_price(view(), interval, zone)
 
     @router.get("/settlements")
-    def get_settlements(interval: int = Query(..., description="interval start, unix ms")) -> Any:
+    async def get_settlements(
+        interval: int = Query(..., description="interval start, unix ms"),
+    ) -> Any:
         """Settlement records of an interval's trades (empty until settled)."""
         return queries.settlements_of(view(), interval)
 
     @router.get("/statements/{interval}")
-    def get_statement(interval: int) -> dict[str, Any]:
+    async def get_statement(interval: int) -> dict[str, Any]:
         """The statement of a settled interval, its hash, and the validators' signatures.
 
-        `certified` is true once 2f+1 validators of the current set signed this very hash
+        `certified` is true once 2f+1 of the statement's validators signed this very hash
         (each `sig` verifies with `hub.state.settlement.verify_statement`).
         """
         st = view()
@@ -112,17 +109,17 @@ def state_router(
         return found
 
     @router.get("/certificates")
-    def get_certificates(owner: str | None = Query(None, pattern=HEX64)) -> Any:
+    async def get_certificates(owner: str | None = Query(None, pattern=HEX64)) -> Any:
         """Renewable energy certificates (of one owner)."""
         return queries.certificates_of(view(), owner)
 
     @router.get("/proposals")
-    def get_proposals() -> Any:
+    async def get_proposals() -> Any:
         """Governance proposals with their votes and outcome."""
         return queries.proposals_view(view())
 
     @router.get("/params")
-    def get_params() -> dict[str, Any]:
+    async def get_params() -> dict[str, Any]:
         """Chain parameters, per-zone feeder capacities, validator set."""
         return queries.params_view(view())
 

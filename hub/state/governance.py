@@ -265,15 +265,18 @@ def govern(st: State) -> None:
     keep = []
     for pid in meta.proposals:
         prop: Proposal = st.get("proposals", pid)
+        before = prop
         if prop.status == "open" and st.time_ms >= prop.deadline_ms:
             prop = _decide(st, prop, final=True)
         if prop.status == "approved" and st.time_ms >= prop.due_ms:
             prop = _execute(st, prop)
-        st.put("proposals", pid, prop)
+        if prop is not before:  # an unchanged proposal is not written (nor stored) again
+            st.put("proposals", pid, prop)
         if prop.status in ("open", "approved"):
             keep.append(pid)
     meta = st.meta()
-    st.set_meta(dataclasses.replace(meta, proposals=tuple(keep)))
+    if tuple(keep) != meta.proposals:
+        st.set_meta(dataclasses.replace(meta, proposals=tuple(keep)))
 
 
 def _execute(st: State, prop: Proposal) -> Proposal:

@@ -113,22 +113,33 @@ def _check_timing(st: State, interval: int, expires: int) -> None:
         raise TxRejected(f"expired: expires {expires} is not after block time {st.time_ms}")
 
 
+def _scope_keys(
+    interval: int, owner: str, sender: str, from_gateway: bool, zone: str, source: str
+) -> list[str]:
+    """`offered`-table keys an offer counts against.
+
+    The owner's sites in the zone, and the gateway itself when a gateway sent it.
+    """
+    keys = [f"{interval}/{owner}@{zone}/{source}"]
+    if from_gateway:
+        keys.append(f"{interval}/{sender}/{source}")
+    return keys
+
+
 def _scopes(st: State, tx: Envelope, body: Offer) -> list[tuple[str, int]]:
     """Capacity scopes an offer counts against: (offered-table key, capacity Wh)."""
-    p = f"{body.interval}/"
-    gw = gateway(st, tx.sender)
-    owner = gw.owner if gw is not None else tx.sender
+    owner = party(st, tx.sender)
+    from_gateway = gateway(st, tx.sender) is not None
     same_zone = []
     for key in owned(st, owner):
         g = gateway(st, key)
         if g is not None and g.zone == body.zone and not g.suspended:
             same_zone.append(key)
-    scopes = [
-        (f"{p}{owner}@{body.zone}/{body.source}", capacity_wh(st, tuple(same_zone), body.source))
-    ]
-    if gw is not None:
-        scopes.append((f"{p}{tx.sender}/{body.source}", capacity_wh(st, (tx.sender,), body.source)))
-    return scopes
+    keys = _scope_keys(body.interval, owner, tx.sender, from_gateway, body.zone, body.source)
+    caps = [capacity_wh(st, tuple(same_zone), body.source)]
+    if from_gateway:
+        caps.append(capacity_wh(st, (tx.sender,), body.source))
+    return list(zip(keys, caps, strict=True))
 
 
 def place_order(st: State, tx: Envelope, body: Offer | Bid) -> None:
@@ -169,6 +180,7 @@ def place_order(st: State, tx: Envelope, body: Offer | Bid) -> None:
                 f"for interval {body.interval}"
             )
         wheel_cap = p.wheeling_cap
+        # The bid's whole energy at `Order.escrow_for`, the rule its fills release by.
         escrow = -(-body.energy_wh * (body.price + wheel_cap) // 1000)
         sources = tuple(sorted(body.sources))
         side = "bid"
@@ -301,12 +313,12 @@ def close_order(st: State, order: Order, status: Status) -> None:
 
 
 def _unoffer(st: State, order: Order) -> None:
-    gw = gateway(st, order.sender)
-    owner = gw.owner if gw is not None else order.sender
-    p = f"{order.interval}/"
-    keys = [f"{p}{owner}@{order.zone}/{order.sources[0]}"]
-    if gw is not None:
-        keys.append(f"{p}{order.sender}/{order.sources[0]}")
+    # The owner at placement (`party`), not today's: a re-registered gateway's earlier
+    # offer frees the capacity it took from its owner then.
+    from_gateway = gateway(st, order.sender) is not None
+    keys = _scope_keys(
+        order.interval, order.party, order.sender, from_gateway, order.zone, order.sources[0]
+    )
     for key in keys:
         left = (st.get("offered", key) or 0) - order.remaining_wh
         st.put("offered", key, left if left > 0 else None)

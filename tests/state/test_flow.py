@@ -150,3 +150,17 @@ def test_no_self_trade_between_gateway_and_its_owner() -> None:
     net.ok(net.offer("gw", X, 50, 300, F1))
     net.ok(net.bid("owner", X, 50, 400, F1))
     assert trades_of(net.app.view(), X) == []
+
+
+def test_cancel_after_the_gateway_changed_owner_frees_the_old_owners_capacity() -> None:
+    from wire.kinds import Cancel
+
+    net = setup()
+    offer = net.offer("gw-s", X, 150, 300, F1)
+    net.ok(offer)
+    old_owner = f"{X}/{pub('seller')}@{F1}/solar"
+    assert net.q("offered", old_owner) == 150
+    net.ok(net.register("gw-s", "seller2", F1, ("pv", "solar", 10_000)))  # sold the house
+    net.ok(net.tx("gw-s", Cancel(order=offer.message_id())))
+    assert net.q("offered", old_owner) is None
+    assert net.q("offered", f"{X}/{pub('gw-s')}/solar") is None
