@@ -79,10 +79,6 @@ class Genesis:
         """Genesis hash: the `prev` of block 1."""
         return sha256_hex(self.to_bytes())
 
-    def param(self, name: str, default: int) -> int:
-        """A chain parameter, or `default` when genesis does not set it."""
-        return self.params.get(name, default)
-
     @classmethod
     def from_json(cls, obj: Any) -> Genesis:
         """Build from a decoded JSON object.

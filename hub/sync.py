@@ -51,7 +51,6 @@ async def fetch_blocks(
     chain: str,
     start: int,
     limit: int = 200,
-    rng: random.Random | None = None,
 ) -> AsyncIterator[tuple[Block, Commit]]:
     """Blocks `start`, `start`+1, ... (at most `limit`) from one peer that has them.
 
@@ -64,7 +63,7 @@ async def fetch_blocks(
     if not ahead:
         tried = ", ".join(peers) or "none configured"
         raise SyncError(f"no peer has block {start} (peers: {tried}; heights {heights})")
-    peer = (rng or random.Random()).choice(ahead)  # noqa: S311 - load spreading, not crypto
+    peer = random.choice(ahead)  # noqa: S311 - load spreading, not crypto
     last = min(heights[peer], start + limit - 1)
     for height in range(start, last + 1):
         try:

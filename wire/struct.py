@@ -44,7 +44,8 @@ def items(lo: int = 0, hi: int = 64, *, unique: bool = True, **inner: Any) -> An
     return dataclasses.field(metadata=meta)
 
 
-def _hints(cls: type) -> dict[str, Any]:
+def type_hints(cls: type) -> dict[str, Any]:
+    """`typing.get_type_hints(cls)`, resolved once per class (it is slow)."""
     hints = _HINTS.get(cls)
     if hints is None:
         hints = typing.get_type_hints(cls)
@@ -136,7 +137,7 @@ class Struct:
     __slots__ = ()
 
     def __post_init__(self) -> None:
-        hints = _hints(type(self))
+        hints = type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             _coerce(getattr(self, f.name), hints[f.name], f.metadata, f.name)
         self.check()
@@ -157,7 +158,7 @@ class Struct:
         """
         if not isinstance(data, dict):
             raise InvalidField(path, f"must be an object, got {type(data).__name__}")
-        hints = _hints(cls)
+        hints = type_hints(cls)
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
         names = {f.name for f in fields}
         for key in data:

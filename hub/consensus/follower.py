@@ -29,7 +29,6 @@ class Follower:
         self.params = params
         self.round = 0
         self.step = "follow"
-        self._last_progress_ms = 0
 
     @property
     def height(self) -> int:
@@ -38,7 +37,6 @@ class Follower:
 
     def start(self, now_ms: int) -> list[Action]:
         """Start polling peers."""
-        self._last_progress_ms = now_ms
         return [Sync(self.height), self._timer(now_ms)]
 
     def _timer(self, now_ms: int) -> SetTimer:
@@ -78,6 +76,5 @@ class Follower:
         execution = self.chain.check(block, None)
         self.chain.apply(block, commit, execution)
         self.txs.on_commit(block, execution)
-        self._last_progress_ms = now_ms
         changes = self.chain.app.state_changes(execution)
         return [Committed(block, commit, execution, self.chain.head, changes)]

@@ -15,7 +15,7 @@ Fed verified messages, timer events, finalized blocks and "transactions arrived"
 Beyond the paper: an idle chain waits at round 0 of a height until transactions, evidence,
 a peer's message or the heartbeat give it work; a replica that made no progress for
 `rebroadcast_ms` re-sends what it signed in the round (the gossip the paper assumes); and one
-that sees f+1 validators at later heights asks its shell to sync blocks.
+that sees a validator at a later height asks its shell to sync blocks.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The write-ahead record: what a validator must remember across a crash to stay honest.
 
-It holds the height, round and step reached, the lock and valid value (Tendermint's
+It holds the height and round reached, the lock and valid value (Tendermint's
 `lockedRound/lockedValue`, `validRound/validValue`, as hashes) and every message the validator
 signed at this height. A restarted replica re-sends those messages and refuses to sign
 anything that conflicts with them, so a crash can never make it equivocate.

@@ -7,8 +7,8 @@ A block runs in three steps on an `Overlay` of the committed store:
 2. the transactions, in block order: the sender's seq must be above its last committed
    one (a transaction that gets that far consumes its seq, whatever its outcome), then the
    kind's handler runs (`TxRejected` -> the transaction failed with that reason);
-3. end: share the fee pool among the validators that signed the block, apply validator
-   changes that are due, record height and time.
+3. end: share the fee pool among the block's validator set, apply validator changes that
+   are due, record height and time.
 
 `commit` applies the overlay; nothing is copied wholesale. `check_tx` runs the same handler
 on a throwaway overlay against the committed state at the last block time.

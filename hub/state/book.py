@@ -101,10 +101,6 @@ class Book:
             for source in order.sources:
                 bisect.insort(self.bids.setdefault((order.zone, source), []), entry)
 
-    def groups(self, side: Side) -> dict[tuple[str, str], list[Entry]]:
-        """Resting groups of one side: (zone, source) -> entries, best last."""
-        return self.offers if side == "offer" else self.bids
-
     def size(self) -> int:
         """Entries in the index (including lazily removed ones)."""
         return sum(len(v) for v in self.offers.values()) + sum(len(v) for v in self.bids.values())

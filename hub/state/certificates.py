@@ -7,9 +7,7 @@ the unclaimed energy of a certificate (the transferred part becomes a new certif
 id is the transaction id) or claim it (retire it for a beneficiary); every Wh is claimed at
 most once, and claimed Wh can no longer be transferred.
 
-The transactions `cert_transfer` and `claim` need message kinds in `wire/kinds.py`
-(docs/market.md gives the bodies); until they exist, the functions here are called with
-plain arguments.
+The transactions are `cert_transfer` and `claim` (`wire.kinds.CertTransfer`, `Claim`).
 """
 
 from __future__ import annotations

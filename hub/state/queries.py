@@ -31,7 +31,6 @@ __all__ = [
     "statement_certificate",
     "statement_of",
     "trades_of",
-    "tx_status",
 ]
 
 
@@ -210,8 +209,3 @@ def params_view(st: State) -> dict[str, Any]:
         "height": meta.height,
         "time_ms": meta.time_ms,
     }
-
-
-def tx_status(st: State, seq_owner: str, seq: int) -> bool:
-    """Whether `seq_owner`'s tx with `seq` is at or below its committed seq."""
-    return account(st, seq_owner).seq >= seq

@@ -13,14 +13,14 @@ import dataclasses
 import hashlib
 import json
 import typing
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from hub.errors import HubError
+from wire.struct import type_hints
 
 __all__ = ["Record", "entry_digest", "from_json", "to_json"]
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-_HINTS: dict[type, dict[str, Any]] = {}
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 R = TypeVar("R", bound="Record")
@@ -30,23 +30,10 @@ class Record:
     """Base of state records; subclasses are `@dataclass(frozen=True, slots=True)`."""
 
     __slots__ = ()
-    TABLE: ClassVar[str] = ""
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON object."""
         return {name: to_json(getattr(self, name)) for name in _field_names(type(self))}
-
-    @classmethod
-    def from_json(cls: type[R], data: Any) -> R:
-        """Build a record from `to_json` output.
-
-        Raises:
-            HubError: the data does not have the record's shape.
-        """
-        value = from_json(cls, data)
-        if not isinstance(value, cls):  # pragma: no cover - from_json returns cls
-            raise HubError(f"cannot decode {cls.__name__}")
-        return value
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
@@ -55,14 +42,6 @@ def _field_names(cls: type) -> tuple[str, ...]:
         names = tuple(f.name for f in dataclasses.fields(cls))
         _FIELDS[cls] = names
     return names
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = typing.get_type_hints(cls)
-        _HINTS[cls] = hints
-    return hints
 
 
 def to_json(value: Any) -> Any:
@@ -97,7 +76,7 @@ def from_json(tp: Any, data: Any) -> Any:
     if isinstance(tp, type) and issubclass(tp, Record):
         if not isinstance(data, dict):
             raise HubError(f"expected an object for {tp.__name__}, got {type(data).__name__}")
-        hints = _hints(tp)
+        hints = type_hints(tp)
         names = _field_names(tp)
         if set(data) != set(names):
             raise HubError(f"{tp.__name__} fields {sorted(data)} != {sorted(names)}")

@@ -106,7 +106,7 @@ def register(st: State, tx: Envelope, body: Register) -> None:
     """Apply a `register` transaction.
 
     Raises:
-        TxRejected: the sender is not an installer, or the gateway key is an owner's own.
+        TxRejected: the sender is not an installer.
     """
     if not has_role(st, tx.sender, INSTALLER):
         raise TxRejected(

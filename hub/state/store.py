@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol, Self
+from typing import Any
 
 from hub.errors import HubError
 from hub.state.record import entry_digest
@@ -26,14 +26,6 @@ from hub.state.record import entry_digest
 __all__ = ["Overlay", "Store"]
 
 MOD = 2**256
-
-
-class Copyable(Protocol):
-    """A derived index an overlay may copy on first write."""
-
-    def copy(self) -> Self:
-        """An independent copy."""
-        ...
 
 
 class Store:
@@ -128,10 +120,6 @@ class Overlay:
             raise HubError("overlay is finished; it takes no more writes")  # a bug
         self.changes[table][key] = value
 
-    def delete(self, table: str, key: str) -> None:
-        """Delete an entry."""
-        self.put(table, key, None)
-
     def keys(self, table: str) -> list[str]:
         """All live keys of `table`, sorted (so iteration is deterministic)."""
         changes = self.changes[table]
@@ -158,12 +146,6 @@ class Overlay:
         book = base.copy() if base is not None else new()
         self.books[interval] = book
         return book
-
-    def peek_book(self, interval: int) -> Any:
-        """The book of `interval` for reading only, or None when there is none."""
-        if interval in self.books:
-            return self.books[interval]
-        return self.store.books.get(interval)
 
     def drop_book(self, interval: int) -> None:
         """Forget the book of `interval` (gate closed)."""

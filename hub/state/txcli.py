@@ -7,8 +7,7 @@ hub refuses or the chain rejects it, 2 on usage or connection errors.
 
 The seq is `max(committed seq + 1, now in ms)` unless `--seq` is given, so several commands
 in a row never collide in the mempool. Do not use a gateway's own key here: its outbox owns
-that key's seq. Mount with `("hub.state.txcli", "add_tx_parser", "tx", "hub")` in
-`gridtokenx/cli.py`'s `_AREAS`.
+that key's seq. `gridtokenx/cli.py` mounts it (`_AREAS`).
 """
 
 from __future__ import annotations
