@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hub.state.queries import reference_price, trades_of
+from hub.state.queries import trades_of
 from hub.state.state import State
 from wire.kinds import ZonePrice
 
@@ -40,23 +40,21 @@ def zone_prices(st: State, height: int, intervals: Iterable[int]) -> list[ZonePr
     """
     out: list[ZonePrice] = []
     for interval in sorted(set(intervals)):
-        trades = trades_of(st, interval)
-        zones = sorted(
-            {
-                z
-                for t in trades
-                for side in ("seller_zone", "buyer_zone")
-                for z in ancestors(t[side])
-            }
-        )
-        for zone in zones:
-            ref = reference_price(st, interval, zone)
+        # One pass over the trades: each adds to every zone it touches (both sides' zones
+        # and their ancestors, once each), as `queries.reference_price` counts one zone.
+        totals: dict[str, list[int]] = {}
+        for t in trades_of(st, interval):
+            for zone in {*ancestors(t["seller_zone"]), *ancestors(t["buyer_zone"])}:
+                energy_value = totals.setdefault(zone, [0, 0])
+                energy_value[0] += t["energy_wh"]
+                energy_value[1] += t["energy_wh"] * t["price"]
+        for zone, (energy, value) in sorted(totals.items()):
             out.append(
                 ZonePrice(
                     zone=zone,
                     interval=interval,
-                    price=ref["price"],
-                    energy_wh=ref["energy_wh"],
+                    price=value // energy if energy else 0,
+                    energy_wh=energy,
                     height=height,
                 )
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hub.state.prices import SEQ_PER_BLOCK, ancestors, zone_prices
+from hub.state.queries import reference_price
 from tests.state.harness import CHAIN, key, pub
 from tests.state.test_flow import F1, F2, X, setup
 from wire import envelope
@@ -30,6 +31,9 @@ def test_prices_cover_both_sides_and_their_ancestors() -> None:
     assert sorted(after) == sorted(by_zone)
     for p in after.values():
         assert (p.energy_wh, p.price, p.height) == (150, 266, 8)
+        # The same figures the API's one-zone query gives.
+        ref = reference_price(net.app.view(), X, p.zone)
+        assert (ref["price"], ref["energy_wh"]) == (p.price, p.energy_wh)
 
 
 def test_signed_zone_price_round_trips_with_height_based_seq() -> None:
