@@ -1,8 +1,8 @@
 """The state routes and `gtx tx` against a real uvicorn server on 127.0.0.1.
 
-The server is a stand-in node: `POST /v1/tx` executes and commits a one-transaction block
-at once, `GET /v1/tx/{id}` reports the outcome, and the state routes are mounted the way
-hub/api.py will mount them.
+The server is the hub's own FastAPI application (`hub.api.create_app`) over a stand-in node
+whose `POST /v1/tx` executes and commits a one-transaction block at once; `GET /v1/tx/{id}`
+reports the outcome, and the state routes are those every validator serves.
 """
 
 from __future__ import annotations
@@ -19,24 +19,33 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from hub.errors import TxRejected
-from hub.state.api import state_router
+from hub.api import create_app
 from hub.state.txcli import add_tx_parser
 from tests.state.harness import CHAIN, MIN, T0, Net, key
 from wire.envelope import parse
-from wire.errors import InvalidMessage
 from wire.keys import save_key
 
 
 class StandIn:
+    """A node for `hub.api.create_app` (`NodeView`) whose `submit` commits at once."""
+
     def __init__(self, net: Net) -> None:
         self.net = net
+        self.app = net.app
         self.outcomes: dict[str, dict[str, Any]] = {}
 
-    def submit(self, data: bytes) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
+        return {"chain": CHAIN, "height": self.net.height}
+
+    def block_json(self, height: int, *, full: bool) -> dict[str, Any] | None:
+        return None
+
+    def tx_json(self, tx_id: str) -> dict[str, Any] | None:
+        return self.outcomes.get(tx_id)
+
+    def submit(self, data: bytes) -> str:
         env = parse(data, CHAIN)
         self.net.app.check_tx(env)
         (res,) = self.net.block(env)
@@ -45,29 +54,7 @@ class StandIn:
             "status": "committed" if res.ok else "rejected",
             "reason": res.reason,
         }
-        return {"id": res.tx_id, "status": "pending"}
-
-
-def _server(stand: StandIn) -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/v1/status")
-    def status() -> dict[str, Any]:
-        return {"chain": CHAIN}
-
-    @app.post("/v1/tx", status_code=202)
-    async def post_tx(request: Request) -> JSONResponse:
-        try:
-            return JSONResponse(stand.submit(await request.body()), status_code=202)
-        except (TxRejected, InvalidMessage) as exc:
-            return JSONResponse({"reason": str(exc)}, status_code=400)
-
-    @app.get("/v1/tx/{tid}")
-    def get_tx(tid: str) -> dict[str, Any]:
-        return stand.outcomes[tid]
-
-    app.include_router(state_router(lambda: stand.net.app))
-    return app
+        return res.tx_id
 
 
 @contextlib.contextmanager
@@ -92,7 +79,7 @@ def serve(app: FastAPI) -> Iterator[str]:
 def hub() -> Iterator[tuple[str, StandIn]]:
     net = Net(balances={"buyer": 5_000})
     stand = StandIn(net)
-    with serve(_server(stand)) as url:
+    with serve(create_app(stand)) as url:
         yield url, stand
 
 
@@ -231,7 +218,9 @@ def test_cli_register_offer_bid_and_routes(
         assert http.get("/v1/params").json()["params"]["interval_s"] == 60
 
 
-def test_cli_claim_needs_wire_kind(hub: tuple[str, StandIn], tmp_path: Path) -> None:
+def test_cli_claim_refuses_a_malformed_certificate_id(
+    hub: tuple[str, StandIn], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url, _stand = hub
     code = gtx_tx(
         [
@@ -246,4 +235,5 @@ def test_cli_claim_needs_wire_kind(hub: tuple[str, StandIn], tmp_path: Path) -> 
             "1",
         ]
     )
-    assert code in (1, 2)
+    assert code == 2  # refused before anything is sent
+    assert "cert" in capsys.readouterr().err
