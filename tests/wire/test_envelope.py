@@ -136,11 +136,53 @@ def test_garbage_raises_invalid_message_only(raw: bytes) -> None:
         envelope.parse(raw, CHAIN)
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=6,
+)
+
+
+def _mutated(obj: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
+    """`obj` with one field dropped, or set to any JSON value (a wrong type, a list ...)."""
+    key = data.draw(st.sampled_from(sorted(obj)))
+    if data.draw(st.booleans()):
+        del obj[key]
+    else:
+        obj[key] = data.draw(JSON_VALUES)
+    return obj
+
+
 @given(st.binary(max_size=300))
 def test_any_bytes_parse_or_invalid_message(raw: bytes) -> None:
     try:
         envelope.parse(raw, CHAIN)
     except InvalidMessage:
+        pass
+
+
+@given(bodies, st.data())
+def test_a_valid_message_with_one_field_changed_parses_or_invalid_message(
+    body: Body, data: st.DataObject
+) -> None:
+    """Random bytes are almost never a JSON object; these are, one field from valid."""
+    obj = json.loads(signed(body).to_bytes())
+    _mutated(obj["body"] if data.draw(st.booleans()) else obj, data)
+    raw = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+    try:
+        envelope.parse(raw, CHAIN)
+    except InvalidMessage:
+        pass
+
+
+@given(bodies, st.data())
+def test_a_body_with_one_field_changed_validates_or_invalid_field(
+    body: Body, data: st.DataObject
+) -> None:
+    changed = _mutated(dict(body.to_json()), data)
+    try:
+        envelope.KINDS[body.KIND].from_json(changed)
+    except InvalidField:
         pass
 
 
