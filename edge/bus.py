@@ -21,7 +21,7 @@ from edge.errors import DeviceError, DeviceTimeout, DeviceUnreachable, FrameErro
 from edge.scheduler import Health, Policy, after_failure, after_success, became_degraded, next_poll
 from edge.transport import Transport
 from hw.measurement import Measurements
-from hw.profile import Profile, load_profile
+from hw.profile import Profile
 from hw.sunspec import SunSpecMap
 
 log = logging.getLogger("gtx.edge.bus")
@@ -158,7 +158,7 @@ class Bus:
         self.name = name
         self.devices = {d.name: d for d in devices}
         self.order = tuple(d.name for d in devices)
-        self.profiles = {d.name: load_profile(d.profile) for d in devices}
+        self.profiles = {d.name: d.spec for d in devices}
         self.link = link
         self.policy = policy
         self.retries = retries

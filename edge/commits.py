@@ -90,6 +90,7 @@ def fetch_committed_seq(
         ) as response:
             body: bytes = response.read(MAX_ANSWER_BYTES + 1)
     except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the connection; unclosed, the socket lingers until collected
         raise HubAnswerError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc

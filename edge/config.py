@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from edge.errors import ConfigError
 from edge.transport import FORMS, Transport, parse_transport
-from hw.profile import ProfileError, load_profile
+from hw.profile import Profile, ProfileError, load_profile
 from wire.envelope import CHAIN
 from wire.kinds import DEVICE, SOURCES, ZONE, Source
 
@@ -69,7 +69,9 @@ class DeviceSettings:
     name: str
     """Device name, unique on the gateway; appears in every message about it."""
     profile: str
-    """Profile name or file (`hw/profiles`)."""
+    """Profile name or file (`hw/profiles`), as configured."""
+    spec: Profile
+    """That profile, loaded once when the config is read."""
     transport: Transport
     """Where the device is reached."""
     unit: int
@@ -276,7 +278,7 @@ def _device(source: str, index: int, raw: object, polling: PollingSettings) -> D
     name = r.text("name", pattern=re.compile(DEVICE), hint="letters, digits, _ . - (at most 64)")
     profile = r.text("profile", hint="a profile name like 'sdm630' or a profile file")
     try:
-        load_profile(profile)
+        spec = load_profile(profile)
     except ProfileError as exc:
         raise r.error("profile", str(exc)) from exc
     try:
@@ -290,6 +292,7 @@ def _device(source: str, index: int, raw: object, polling: PollingSettings) -> D
     return DeviceSettings(
         name=name,
         profile=profile,
+        spec=spec,
         transport=transport,
         unit=unit,
         poll_ms=poll_ms,

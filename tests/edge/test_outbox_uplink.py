@@ -240,8 +240,9 @@ async def test_backlog_drains_in_order_far_faster_than_readings_arrive(
         await asyncio.gather(task, return_exceptions=True)
         await asyncio.to_thread(store.close)
     rate = (n + 1) / elapsed
-    # Ten meters at 1 Hz make 10 readings/s; the drain must beat that by far.
-    assert rate > 300, rate
+    # Ten meters at 1 Hz make 10 readings/s; the drain must beat that by far (10x here, a
+    # bound a loaded machine keeps: this is a behaviour check, not a throughput figure).
+    assert rate > 100, rate
     deadline = time.monotonic() + 10
     while len([t for t, _ in sub.snapshot() if not t.endswith("/status")]) < n + 1:
         assert time.monotonic() < deadline
