@@ -81,8 +81,15 @@ def test_meter_reads_stay_until_committed_and_reach_the_chain_after_registration
         before = status()
         assert before["commits"]["committed_seq"] == 0
         assert before["commits"]["last_error"] is None
-        assert before["outbox"]["unpublished"] == 0  # all acknowledged by the broker
-        first = verify(sub.snapshot(), gateway).seqs["tx"][0]
+
+        # "awaiting" counts tx messages the broker acknowledged; they reached it, too. (How
+        # many are unpublished at this instant is no invariant: telemetry is in flight and
+        # an overdue re-send marks acknowledged tx messages unpublished again.)
+        def reads_seen() -> list[int]:
+            return verify(sub.snapshot(), gateway).seqs.get("tx", [])
+
+        wait_until(lambda: len(reads_seen()) >= 3, 10, "the subscriber seeing three reads")
+        first = reads_seen()[0]
         # Reads published before the validators subscribed are unknown to them (the broker
         # dropped them after its PUBACK); later ones were refused. Both stay in the outbox.
         answers = [net.tx(0, parse(p, CHAIN).message_id()) for _, p in sub.snapshot()]
