@@ -41,6 +41,14 @@ class TxRejected(HubError):
         self.reason = reason
 
 
+class Unregistered(TxRejected):
+    """The sender is not registered (yet).
+
+    The transaction may be valid once a `register` commits, so a mempool keeps it aside a
+    while instead of forgetting it.
+    """
+
+
 class MempoolFull(TxRejected):
     """The mempool holds its maximum; the sender should retry later."""
 

@@ -20,6 +20,13 @@ from their arrival, for the gateway to re-send the tail (`republish_s` on the ga
 and do not count in `has_txs`; when the hold runs out they go as they are. A missing seq
 that this pool saw and refused (say, a read of a device not registered) is no loss: what
 follows it goes at once, so one misconfigured device does not delay its gateway's others.
+
+Except a seq refused because its sender was not registered yet: a gateway installed before
+its `register` commits keeps re-sending its refused transactions, and a re-send can
+straddle the registration, its first seq reaching this pool just before the `register`
+block commits and the next just after. Were the next to start the gateway's chain, the
+first would be a replay for good. So once the sender is registered, such a seq is a gap
+like a lost one: what follows waits for the re-send, and the gateway's chain starts there.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from hub.application import Application, Execution
-from hub.errors import MempoolFull, TxRejected
+from hub.errors import MempoolFull, TxRejected, Unregistered
 from wire.consensus import Block
 from wire.envelope import Envelope
 
@@ -66,7 +73,8 @@ class Mempool:
         self.gap_hold_ms = gap_hold_ms
         self.clock = clock
         self._arrived: dict[str, int] = {}
-        self._refused_seqs: OrderedDict[tuple[str, int], None] = OrderedDict()
+        # (sender, seq) -> refused only because the sender was not registered yet
+        self._refused_seqs: OrderedDict[tuple[str, int], bool] = OrderedDict()
         self._by_id: dict[str, Envelope] = {}
         self._by_sender: dict[str, dict[int, str]] = {}
         self._order: OrderedDict[str, None] = OrderedDict()
@@ -119,7 +127,7 @@ class Mempool:
             self.app.check_tx(env, queued=self._queued(env))
         except TxRejected as exc:
             self._reject(tid, exc.reason)
-            self._refused_seq(env)
+            self._refused_seq(env, isinstance(exc, Unregistered))
             raise
         seqs = self._by_sender.get(env.sender, {})
         if env.seq in seqs:
@@ -140,27 +148,47 @@ class Mempool:
         """Whether a pending transaction of the same sender comes before `env`."""
         return any(seq < env.seq for seq in self._by_sender.get(env.sender, ()))
 
-    def _refused_seq(self, env: Envelope) -> None:
-        self._refused_seqs[(env.sender, env.seq)] = None
+    def _refused_seq(self, env: Envelope, unregistered: bool = False) -> None:
+        key = (env.sender, env.seq)
+        self._refused_seqs[key] = unregistered
+        self._refused_seqs.move_to_end(key)
         while len(self._refused_seqs) > REJECTED_MEMORY:
             self._refused_seqs.popitem(last=False)
+
+    def _start(self, sender: str, first: int) -> int:
+        """Where a registered gateway's chain starts when nothing of it committed yet.
+
+        At `first`, its lowest pending seq, unless this pool refused a lower seq of it
+        (within `MAX_REFUSED_RUN`) only because it was not registered then: that one comes
+        back with the gateway's re-send, and starts the chain.
+        """
+        earlier = [
+            s
+            for s in range(max(first - MAX_REFUSED_RUN, 0), first)
+            if self._refused_seqs.get((sender, s))
+        ]
+        return min(earlier, default=first)
 
     def _lost(self, sender: str, expected: int, seq: int) -> bool:
         """Whether one of seqs `expected`..`seq - 1` of `sender` was lost on the way.
 
-        A seq this pool saw and refused is no loss: it will not come back valid.
+        A seq this pool saw and refused is no loss: it will not come back valid. Unless it
+        was refused because the sender was not registered then (the caller asks only about
+        registered gateways): that one comes back valid with the gateway's re-send.
         """
         if seq - expected > MAX_REFUSED_RUN:
             return True
-        return any((sender, s) not in self._refused_seqs for s in range(expected, seq))
+        return any(self._refused_seqs.get((sender, s), True) for s in range(expected, seq))
 
     def _first_ready(self, sender: str, now_ms: int) -> bool:
         """Whether `sender`'s lowest pending transaction may be proposed now (`_ready`)."""
         expected = self.app.gapless_next(sender)
-        if not expected:  # not gapless, or its first transaction: it may start anywhere
+        if expected is None:  # not gapless: any higher seq may go
             return True
         seqs = self._by_sender[sender]
         first = min(seqs)
+        if expected == 0:  # nothing committed yet: its chain may start anywhere
+            expected = self._start(sender, first)
         return (
             first == expected
             or not self._lost(sender, expected, first)
@@ -174,8 +202,8 @@ class Mempool:
         out: list[Envelope] = []
         for seq in sorted(seqs):
             tid = seqs[seq]
-            if expected == 0:
-                expected = seq  # a gateway's first transaction on chain may have any seq
+            if expected == 0:  # a gateway's first transaction on chain may have any seq
+                expected = self._start(sender, seq)
             if expected is not None and seq != expected and self._lost(sender, expected, seq):
                 if now_ms - self._arrived[tid] < self.gap_hold_ms:
                     break  # wait for the missing seq; the rest of this sender waits too
@@ -227,4 +255,4 @@ class Mempool:
                 except TxRejected as exc:
                     self._remove(tid)
                     self._reject(tid, exc.reason)
-                    self._refused_seq(env)
+                    self._refused_seq(env, isinstance(exc, Unregistered))

@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hub.errors import TxRejected
+from hub.errors import TxRejected, Unregistered
 from hub.state.record import Record
 from hub.state.registry import gateway, set_suspended
 from wire.envelope import Envelope
@@ -98,7 +98,7 @@ def apply_meter_read(st: State, tx: Envelope, body: MeterRead) -> str | None:
     """
     gw = gateway(st, tx.sender)
     if gw is None:
-        raise TxRejected(
+        raise Unregistered(
             f"unregistered: gateway {tx.sender[:16]}… is not registered; an installer "
             "must register it before its meter reads count"
         )

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hub.errors import TxRejected
+from hub.errors import TxRejected, Unregistered
 from hub.state.accounts import INSTALLER, has_role
 from hub.state.record import Record
 from wire.envelope import Envelope
@@ -170,7 +170,7 @@ def trader_zone_gateways(st: State, sender: str, zone: str, what: str) -> tuple[
         return (sender,)
     mine = owned(st, sender)
     if not mine:
-        raise TxRejected(
+        raise Unregistered(
             f"unregistered: {sender[:16]}… is neither a registered gateway nor the owner of "
             f"one; an installer must register it before it may {what}"
         )

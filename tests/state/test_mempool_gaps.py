@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.errors import TxRejected
+from hub.errors import TxRejected, Unregistered
 from hub.mempool import Mempool
 from tests.state.harness import MIN, T0, ZERO, Net, pub
 from wire.kinds import MeterRead, Transfer
@@ -97,3 +97,71 @@ def test_a_seq_this_pool_refused_is_no_gap() -> None:
     assert pool.add(later)
     assert pool.held() == 0
     assert pool.reap(10) == [later]
+
+
+def unregistered() -> tuple[Net, Mempool, list[int]]:
+    net = Net(balances={"buyer": 1_000})
+    clock = [0]
+    return net, Mempool(net.app, gap_hold_ms=HOLD, clock=lambda: clock[0]), clock
+
+
+def test_a_resend_straddling_the_registration_loses_no_read() -> None:
+    net, pool, clock = unregistered()
+    first = net.read("gw", "m", T0, 0, 0, "grid")  # seq 1
+    second = net.read("gw", "m", T0 + MIN, 70, 0, "grid")  # seq 2, chains to seq 1
+    with pytest.raises(Unregistered, match="unregistered"):
+        pool.add(first)  # reaches this validator just before the registration commits
+    net.ok(net.register("gw", "buyer", F1, ("m", "grid", 6_000)), at=T0 + 1)
+    assert net.app.gapless_next(pub("gw")) == 0
+    clock[0] = 1_000
+    assert pool.add(second)  # ... and the next one just after: it waits for the first
+    assert pool.held() == 1
+    assert not pool.has_txs()
+    clock[0] = HOLD  # the gateway's next re-send brings the first again, in order
+    assert pool.add(first)
+    assert pool.held() == 0
+    assert pool.reap(10) == [first, second]
+    net.ok(first, second, at=T0 + 2 * MIN + 1)
+    assert net.app.gapless_next(pub("gw")) == 3
+
+
+def test_a_registered_gateways_chain_starts_at_its_first_seq_the_pool_has() -> None:
+    net, pool, _ = unregistered()
+    lost = net.read("gw", "m", T0, 0, 0, "grid")  # seq 1: never reached this validator
+    second = net.read("gw", "m", T0 + MIN, 70, 0, "grid")  # seq 2: refused, unregistered
+    with pytest.raises(Unregistered):
+        pool.add(second)
+    net.ok(net.register("gw", "buyer", F1, ("m", "grid", 6_000)), at=T0 + 1)
+    # The re-send goes in seq order; the first seq this pool sees starts the chain.
+    assert pool.add(lost)
+    assert pool.add(second)
+    assert pool.held() == 0
+    assert pool.reap(10) == [lost, second]
+    # Without a re-send of the refused one, what follows it goes when the hold runs out.
+    net2, pool2, clock2 = unregistered()
+    a = net2.read("gw", "m", T0, 0, 0, "grid")
+    b = net2.read("gw", "m", T0 + MIN, 70, 0, "grid")
+    with pytest.raises(Unregistered):
+        pool2.add(a)
+    net2.ok(net2.register("gw", "buyer", F1, ("m", "grid", 6_000)), at=T0 + 1)
+    assert pool2.add(b)
+    assert pool2.reap(10) == []
+    clock2[0] = HOLD
+    assert pool2.reap(10) == [b]
+
+
+def test_a_seq_refused_for_another_reason_after_the_registration_is_no_gap() -> None:
+    net, pool, _ = unregistered()
+    body = MeterRead(
+        device="boiler", interval=T0, import_wh=1, export_wh=0, source="grid", prev=ZERO
+    )
+    stray = net.tx("gw", body)  # seq 1: a device the installer did not register
+    good = net.read("gw", "m", T0, 0, 0, "grid")  # seq 2
+    with pytest.raises(Unregistered):
+        pool.add(stray)
+    net.ok(net.register("gw", "buyer", F1, ("m", "grid", 6_000)), at=T0 + 1)
+    with pytest.raises(TxRejected, match="not registered on this gateway"):
+        pool.add(stray)  # the re-send: refused again, for good this time
+    assert pool.add(good)
+    assert pool.held() == 0
+    assert pool.reap(10) == [good]
