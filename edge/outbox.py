@@ -19,6 +19,9 @@ per reading:
   `keep_tx_until = "committed"` when the hub last answered (`hub_checked_ms`) and how many
   re-sends in a row brought no commit (`republish_rounds`).
 - `committed`: the highest seq per stream the chain is known to have committed.
+- `totals`: messages, unpublished messages and payload bytes per stream, kept by triggers
+  on `message` in the same transactions, so the status every 2 s and the quota check read
+  two rows instead of scanning a backlog that may hold days of readings.
 
 Not thread-safe: the daemon calls it from one worker thread.
 """
@@ -70,6 +73,35 @@ CREATE TABLE IF NOT EXISTS device (
     read_interval INTEGER,
     read_id TEXT NOT NULL
 );
+"""
+
+# Created (and filled from what `message` holds) in one transaction when an outbox written
+# before they existed is opened.
+_TOTALS = """
+CREATE TABLE totals (
+    stream TEXT PRIMARY KEY,
+    messages INTEGER NOT NULL,
+    unpublished INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT INTO totals
+    SELECT s.stream, count(m.id), coalesce(sum(m.id IS NOT NULL AND m.acked_ms IS NULL), 0),
+           coalesce(sum(length(m.payload)), 0)
+    FROM (SELECT 'telemetry' AS stream UNION ALL SELECT 'tx') AS s
+    LEFT JOIN message AS m ON m.stream = s.stream GROUP BY s.stream;
+CREATE TRIGGER totals_insert AFTER INSERT ON message BEGIN
+    UPDATE totals SET messages = messages + 1, unpublished = unpublished + (NEW.acked_ms IS NULL),
+        bytes = bytes + length(NEW.payload) WHERE stream = NEW.stream;
+END;
+CREATE TRIGGER totals_delete AFTER DELETE ON message BEGIN
+    UPDATE totals SET messages = messages - 1, unpublished = unpublished - (OLD.acked_ms IS NULL),
+        bytes = bytes - length(OLD.payload) WHERE stream = OLD.stream;
+END;
+CREATE TRIGGER totals_ack AFTER UPDATE OF acked_ms ON message
+    WHEN (OLD.acked_ms IS NULL) != (NEW.acked_ms IS NULL) BEGIN
+    UPDATE totals SET unpublished = unpublished + (NEW.acked_ms IS NULL) - (OLD.acked_ms IS NULL)
+        WHERE stream = NEW.stream;
+END;
 """
 
 
@@ -149,6 +181,13 @@ class Outbox:
                 columns = {r[1] for r in self._db.execute("PRAGMA table_info(message)")}
                 if "first_acked_ms" not in columns:  # an outbox written before it existed
                     self._db.execute("ALTER TABLE message ADD COLUMN first_acked_ms INTEGER")
+                if not self._has_totals():
+                    try:  # one transaction: all of it or nothing
+                        self._db.executescript(f"BEGIN IMMEDIATE;{_TOTALS}COMMIT;")
+                    except sqlite3.Error:
+                        if self._db.in_transaction:
+                            self._db.execute("ROLLBACK")
+                        raise
             self._db.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
@@ -156,6 +195,13 @@ class Outbox:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+    def _has_totals(self) -> bool:
+        return bool(
+            self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'totals'"
+            ).fetchone()
+        )
 
     def bind(self, sender: str, chain: str, now_ms: int) -> None:
         """Claim a new outbox for `sender` on `chain`, or check an existing one belongs to them.
@@ -372,15 +418,24 @@ class Outbox:
     def depth(self) -> Depth:
         """Counts and bytes waiting in the outbox."""
         per = dict.fromkeys(STREAMS, 0)
-        for stream, n in self._db.execute(
-            "SELECT stream, count(*) FROM message GROUP BY stream"
-        ).fetchall():
+        unpublished = size = 0
+        for stream, n, waiting, nbytes in self._totals():
             per[stream] = n
-        unpublished, size = self._db.execute(
-            "SELECT count(*), (SELECT coalesce(sum(length(payload)), 0) FROM message) "
-            "FROM message WHERE acked_ms IS NULL"
-        ).fetchone()
+            unpublished += waiting
+            size += nbytes
         return Depth(messages=per, unpublished=unpublished, payload_bytes=size)
+
+    def _totals(self) -> list[tuple[str, int, int, int]]:
+        """(stream, messages, unpublished, bytes) per stream."""
+        if self._has_totals():
+            return self._db.execute(
+                "SELECT stream, messages, unpublished, bytes FROM totals"
+            ).fetchall()
+        # Read-only, on an outbox no gateway of this version has opened yet: count.
+        return self._db.execute(
+            "SELECT stream, count(*), sum(acked_ms IS NULL), sum(length(payload)) "
+            "FROM message GROUP BY stream"
+        ).fetchall()
 
     def last_publish_ms(self) -> int | None:
         """When the broker last acknowledged a message, unix ms."""
@@ -398,9 +453,7 @@ class Outbox:
         Returns:
             How many telemetry messages were dropped.
         """
-        (total,) = self._db.execute(
-            "SELECT coalesce(sum(length(payload)), 0) FROM message"
-        ).fetchone()
+        total = self.depth().payload_bytes
         if total <= quota_bytes:
             return 0
         rows = [
