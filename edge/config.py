@@ -24,25 +24,12 @@ from edge.transport import FORMS, Transport, parse_transport
 from hw.profile import Profile, ProfileError, load_profile
 from wire.envelope import CHAIN
 from wire.kinds import DEVICE, SOURCES, ZONE, Source
+from wire.mqtt import BrokerSettings, MqttTableError, parse_mqtt_table
 
 KeepTx = Literal["puback", "committed"]
 
 _GATEWAY_KEYS = frozenset({"key", "chain", "zone", "state_dir", "interval_s"})
-_MQTT_KEYS = frozenset(
-    {
-        "url",
-        "username",
-        "password",
-        "password_file",
-        "ca",
-        "cert",
-        "key",
-        "client_id",
-        "keepalive_s",
-        "window",
-        "publish_timeout_ms",
-    }
-)
+_MQTT_MORE_KEYS = frozenset({"client_id", "window", "publish_timeout_ms"})
 _OUTBOX_KEYS = frozenset({"quota_kb", "keep_tx_until", "republish_s"})
 _POLLING_KEYS = frozenset(
     {
@@ -91,32 +78,14 @@ class DeviceSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class MqttSettings:
-    """The `[mqtt]` table."""
+class MqttSettings(BrokerSettings):
+    """The `[mqtt]` table: the broker (`wire.mqtt`, as in hub.toml) and the uplink's own keys."""
 
-    host: str
-    """Broker host."""
-    port: int
-    """Broker port."""
-    tls: bool
-    """True for `mqtts://`."""
-    username: str | None
-    """User name, or None for anonymous."""
-    password: str | None
-    """Password (from `password` or `password_file`)."""
-    ca: str | None
-    """CA bundle file for TLS; None uses the system store."""
-    cert: str | None
-    """Client certificate file for mutual TLS."""
-    key: str | None
-    """Client private key file for mutual TLS."""
-    client_id: str | None
+    client_id: str | None = None
     """MQTT client id; None derives `gtx-<first 16 hex of the key>`."""
-    keepalive_s: int
-    """MQTT keepalive in seconds."""
-    window: int
+    window: int = 100
     """QoS 1 messages in flight at once while draining."""
-    publish_timeout_ms: int
+    publish_timeout_ms: int = 10_000
     """How long to wait for a PUBACK before reconnecting."""
 
 
@@ -268,7 +237,9 @@ def _table(source: str, doc: Mapping[str, Any], name: str, required: bool) -> Ma
     return value
 
 
-def _device(source: str, index: int, raw: object, polling: PollingSettings) -> DeviceSettings:
+def _device(
+    source: str, index: int, raw: object, polling: PollingSettings, base: Path
+) -> DeviceSettings:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: [[device]] #{index} must be a table")
     label = f"[[device]] #{index}"
@@ -278,7 +249,7 @@ def _device(source: str, index: int, raw: object, polling: PollingSettings) -> D
     name = r.text("name", pattern=re.compile(DEVICE), hint="letters, digits, _ . - (at most 64)")
     profile = r.text("profile", hint="a profile name like 'sdm630' or a profile file")
     try:
-        spec = load_profile(profile)
+        spec = load_profile(profile, base)
     except ProfileError as exc:
         raise r.error("profile", str(exc)) from exc
     try:
@@ -301,50 +272,23 @@ def _device(source: str, index: int, raw: object, polling: PollingSettings) -> D
     )
 
 
-def _mqtt(source: str, raw: Mapping[str, Any]) -> MqttSettings:
-    r = _Reader(source, "[mqtt]", raw, _MQTT_KEYS)
-    url_text = r.text("url", "mqtt://127.0.0.1:1883", hint="mqtt://HOST:PORT or mqtts://HOST:PORT")
+def _mqtt(source: str, raw: Mapping[str, Any], base: Path) -> MqttSettings:
     try:
-        url = urlsplit(url_text)
-        port = url.port
-    except ValueError as exc:
-        raise r.error("url", f"is not a URL ({exc}); expected mqtt://HOST:PORT") from exc
-    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-        raise r.error("url", f"must be mqtt://HOST:PORT or mqtts://HOST:PORT, got {url_text!r}")
-    tls = url.scheme == "mqtts"
-    password = r.optional_text("password")
-    if r.has("password_file"):
-        if password is not None:
-            raise r.error("password_file", "give either password or password_file, not both")
-        path = Path(r.text("password_file"))
-        try:
-            password = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise r.error("password_file", f"cannot read {path}: {exc.strerror}") from exc
-    for key in ("ca", "cert", "key"):
-        if r.has(key) and not tls:
-            raise r.error(key, "TLS files need an mqtts:// url")
-        if r.has(key) and not Path(r.text(key)).is_file():
-            raise r.error(key, f"file {r.text(key)!r} does not exist")
-    if r.has("cert") != r.has("key"):
-        raise r.error("cert" if r.has("key") else "key", "cert and key go together")
-    return MqttSettings(
-        host=url.hostname,
-        port=port or (8883 if tls else 1883),
-        tls=tls,
-        username=r.optional_text("username"),
-        password=password,
-        ca=r.optional_text("ca"),
-        cert=r.optional_text("cert"),
-        key=r.optional_text("key"),
+        broker = parse_mqtt_table(raw, base, more_keys=_MQTT_MORE_KEYS)
+    except MqttTableError as exc:
+        raise ConfigError(f"{source}: [mqtt] key {exc.key!r}: {exc.problem}") from exc
+    r = _Reader(
+        source, "[mqtt]", {k: v for k, v in raw.items() if k in _MQTT_MORE_KEYS}, _MQTT_MORE_KEYS
+    )
+    return broker.extended(
+        MqttSettings,
         client_id=r.optional_text("client_id"),
-        keepalive_s=r.integer("keepalive_s", 30, 5, 3600, " s"),
         window=r.integer("window", 100, 1, 1000),
         publish_timeout_ms=r.integer("publish_timeout_ms", 10_000, 100, 600_000, " ms"),
     )
 
 
-def _hub(source: str, raw: object) -> HubSettings:
+def _hub(source: str, raw: object, base: Path) -> HubSettings:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: [hub] must be a table, got {type(raw).__name__}")
     r = _Reader(source, "[hub]", raw, _HUB_KEYS)
@@ -356,25 +300,28 @@ def _hub(source: str, raw: object) -> HubSettings:
         raise r.error("url", f"is not a URL ({exc}); expected http://HOST:PORT") from exc
     if url.scheme not in ("http", "https") or not url.hostname or url.query:
         raise r.error("url", f"must be http://HOST:PORT or https://HOST:PORT, got {url_text!r}")
-    if r.has("ca"):
+    ca = None if not r.has("ca") else base / r.text("ca")
+    if ca is not None:
         if url.scheme != "https":
             raise r.error("ca", "a CA file needs an https:// url")
-        if not Path(r.text("ca")).is_file():
-            raise r.error("ca", f"file {r.text('ca')!r} does not exist")
+        if not ca.is_file():
+            raise r.error("ca", f"file {str(ca)!r} does not exist")
     return HubSettings(
         url=url_text.rstrip("/"),
-        ca=r.optional_text("ca"),
+        ca=None if ca is None else str(ca),
         poll_s=r.integer("poll_s", 15, 1, 3600, " s"),
         timeout_ms=r.integer("timeout_ms", 5000, 100, 60_000, " ms"),
     )
 
 
-def parse_settings(text: str, source: str = "<config>") -> Settings:
+def parse_settings(text: str, source: str = "<config>", base: Path | None = None) -> Settings:
     """Parse and validate a config document.
 
     Args:
         text: the TOML text.
         source: file name used in messages.
+        base: the directory relative file names are relative to (the config file's);
+            None: the working directory.
 
     Raises:
         ConfigError: the first problem found, naming the key and what is expected.
@@ -388,14 +335,15 @@ def parse_settings(text: str, source: str = "<config>") -> Settings:
         raise ConfigError(
             f"{source}: unknown table [{unknown[0]}]; allowed: {', '.join(sorted(_TOP_KEYS))}"
         )
+    root = base or Path()
     g = _Reader(source, "[gateway]", _table(source, doc, "gateway", True), _GATEWAY_KEYS)
-    key_path = Path(g.text("key", hint="the key file written by `gtx edge keygen`"))
+    key_path = root / g.text("key", hint="the key file written by `gtx edge keygen`")
     chain = g.text("chain", pattern=CHAIN, hint="a chain id like 'gtx-local'")
     zone = g.text("zone", pattern=re.compile(ZONE), hint="a zone path like 'pea/ayutthaya/sub-01'")
-    state_dir = Path(g.text("state_dir", hint="a writable directory, e.g. /var/lib/gridtokenx"))
+    state_dir = root / g.text("state_dir", hint="a writable directory, e.g. /var/lib/gridtokenx")
     interval_s = g.integer("interval_s", None, 1, 86_400, " s (must match the hub)")
 
-    hub = _hub(source, doc["hub"]) if "hub" in doc else None
+    hub = _hub(source, doc["hub"], root) if "hub" in doc else None
     o = _Reader(source, "[outbox]", _table(source, doc, "outbox", False), _OUTBOX_KEYS)
     keep = o.choice("keep_tx_until", "committed" if hub else "puback", ("puback", "committed"))
     if keep == "committed" and hub is None:
@@ -427,7 +375,9 @@ def parse_settings(text: str, source: str = "<config>") -> Settings:
         raise ConfigError(
             f"{source}: no [[device]] tables; add at least one (name, profile, transport, unit)"
         )
-    devices = tuple(_device(source, i, d, polling) for i, d in enumerate(raw_devices, start=1))
+    devices = tuple(
+        _device(source, i, d, polling, root) for i, d in enumerate(raw_devices, start=1)
+    )
     seen: dict[str, int] = {}
     units: dict[tuple[str, int], str] = {}
     for i, dev in enumerate(devices, start=1):
@@ -453,7 +403,7 @@ def parse_settings(text: str, source: str = "<config>") -> Settings:
         zone=zone,
         state_dir=state_dir,
         interval_ms=interval_s * 1000,
-        mqtt=_mqtt(source, _table(source, doc, "mqtt", False)),
+        mqtt=_mqtt(source, _table(source, doc, "mqtt", False), root),
         outbox=outbox,
         polling=polling,
         metrics_host=metrics_host,
@@ -488,7 +438,7 @@ def load_settings(path: Path) -> Settings:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    return parse_settings(text, str(path))
+    return parse_settings(text, str(path), path.parent)
 
 
 def buses(settings: Settings) -> dict[str, tuple[DeviceSettings, ...]]:

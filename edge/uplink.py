@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -50,11 +49,7 @@ def topic(chain: str, gateway: str, leaf: str) -> str:
 
 def client_options(m: MqttSettings, gateway: str, will_topic: str) -> dict[str, Any]:
     """Keyword arguments for `aiomqtt.Client` from the settings (pure)."""
-    tls: aiomqtt.TLSParameters | None = None
-    if m.tls:
-        tls = aiomqtt.TLSParameters(
-            ca_certs=m.ca, certfile=m.cert, keyfile=m.key, cert_reqs=ssl.CERT_REQUIRED
-        )
+    tls = m.tls_parameters()
     return {
         "hostname": m.host,
         "port": m.port,
@@ -64,7 +59,7 @@ def client_options(m: MqttSettings, gateway: str, will_topic: str) -> dict[str, 
         "protocol": aiomqtt.ProtocolVersion.V5,
         "clean_start": True,
         "keepalive": m.keepalive_s,
-        "tls_params": tls,
+        "tls_params": None if tls is None else aiomqtt.TLSParameters(**tls),
         "will": aiomqtt.Will(will_topic, OFFLINE, qos=1, retain=True),
         "timeout": m.publish_timeout_ms / 1000,
         "max_inflight_messages": m.window,

@@ -28,18 +28,16 @@ identical on every validator.
 
 from __future__ import annotations
 
-import dataclasses
-import ssl
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from hub.consensus.params import Params
 from hub.errors import ConfigError
 from hub.genesis import Genesis
 from hub.state.params import params_from_genesis
+from wire.mqtt import BrokerSettings, MqttTableError, parse_mqtt_table
 
 __all__ = [
     "MqttSettings",
@@ -52,137 +50,19 @@ __all__ = [
 PARAM_PREFIX = "bft_"
 
 
-_MQTT_KEYS = frozenset(
-    {"url", "username", "password", "password_file", "ca", "cert", "key", "keepalive_s"}
-)
-
-
-@dataclass(frozen=True, slots=True)
-class MqttSettings:
-    """The `[mqtt]` table: where the broker is and how to log in (names as in edge.toml)."""
-
-    host: str
-    """Broker host name or address."""
-    port: int
-    """Broker port (default 1883, or 8883 for `mqtts://`)."""
-    tls: bool = False
-    """True for `mqtts://`."""
-    username: str | None = None
-    """Broker account, or None for anonymous."""
-    password: str | None = None
-    """Password (from `password` or `password_file`)."""
-    ca: Path | None = None
-    """CA bundle for TLS; None uses the system store."""
-    cert: Path | None = None
-    """Client certificate for mutual TLS."""
-    key: Path | None = None
-    """Its private key."""
-    keepalive_s: int = 10
-    """MQTT keepalive in seconds; a dead broker is noticed within 1.5x this."""
-
-    @property
-    def url(self) -> str:
-        """`mqtt[s]://host:port`, for messages."""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-    @classmethod
-    def parse(cls, url: str) -> MqttSettings:
-        """Parse `mqtt://host:port` or `mqtts://host:port` (no credentials).
-
-        Raises:
-            ConfigError: not an mqtt:// or mqtts:// URL with a host.
-        """
-        hint = "must be mqtt://HOST:PORT or mqtts://HOST:PORT"
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError("mqtt.url", f"{hint}; bad port in {url!r}") from exc
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ConfigError("mqtt.url", f"{hint}, got {url!r}")
-        tls = parts.scheme == "mqtts"
-        return cls(parts.hostname, port or (8883 if tls else 1883), tls)
-
-
-def _check_tls(ca: Path | None, cert: Path | None, key: Path | None) -> None:
-    """Load the TLS files now, so a bad one is refused at start naming its key."""
-    context = ssl.create_default_context()
-    try:
-        if ca is not None:
-            context.load_verify_locations(cafile=str(ca))
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError("mqtt.ca", f"{ca} is not a PEM CA bundle: {exc}") from exc
-    try:
-        if cert is not None:
-            context.load_cert_chain(str(cert), None if key is None else str(key))
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(
-            "mqtt.cert", f"{cert} and {key} are not a matching PEM certificate and key: {exc}"
-        ) from exc
+MqttSettings = BrokerSettings
+"""hub.toml's `[mqtt]` table: `wire.mqtt`, the same keys and checks as edge.toml's."""
 
 
 def _mqtt(table: dict[str, Any], base: Path) -> MqttSettings:
-    """The `[mqtt]` table, checked like edge.toml's; relative files are relative to `base`."""
-    unknown = sorted(set(table) - _MQTT_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"mqtt.{unknown[0]}", f"unknown key; allowed keys: {', '.join(sorted(_MQTT_KEYS))}"
-        )
+    """The `[mqtt]` table; relative files are relative to `base`.
 
-    def text(key: str) -> str | None:
-        if key not in table:
-            return None
-        value = table[key]
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"mqtt.{key}", f"must be a non-empty string, got {value!r}")
-        return value
-
-    url = MqttSettings.parse(text("url") or "mqtt://127.0.0.1:1883")
-    password = text("password")
-    password_file = text("password_file")
-    if password_file is not None:
-        if password is not None:
-            raise ConfigError(
-                "mqtt.password_file", "give either password or password_file, not both"
-            )
-        path = base / password_file
-        try:
-            password = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigError("mqtt.password_file", f"cannot read {path}: {reason}") from exc
-        if not password:
-            raise ConfigError("mqtt.password_file", f"{path} is empty")
-    files: dict[str, Path | None] = {}
-    for key in ("ca", "cert", "key"):
-        name = text(key)
-        files[key] = None if name is None else base / name
-        if name is None:
-            continue
-        if not url.tls:
-            raise ConfigError(f"mqtt.{key}", "TLS files need an mqtts:// url")
-        if not (base / name).is_file():
-            raise ConfigError(f"mqtt.{key}", f"file {str(base / name)!r} does not exist")
-    if (files["cert"] is None) != (files["key"] is None):
-        raise ConfigError(
-            "mqtt.cert" if files["key"] is not None else "mqtt.key", "cert and key go together"
-        )
-    if url.tls:
-        _check_tls(files["ca"], files["cert"], files["key"])
-    keepalive = table.get("keepalive_s", 10)
-    if isinstance(keepalive, bool) or not isinstance(keepalive, int) or not 5 <= keepalive <= 3600:
-        raise ConfigError(
-            "mqtt.keepalive_s", f"must be an integer from 5 to 3600 s, got {keepalive!r}"
-        )
-    return dataclasses.replace(
-        url,
-        username=text("username"),
-        password=password,
-        ca=files["ca"],
-        cert=files["cert"],
-        key=files["key"],
-        keepalive_s=keepalive,
-    )
+    Keepalive is 10 s by default: a validator whose broker died must notice it soon.
+    """
+    try:
+        return parse_mqtt_table(table, base, keepalive_s=10)
+    except MqttTableError as exc:
+        raise ConfigError(f"mqtt.{exc.key}", exc.problem) from exc
 
 
 @dataclass(frozen=True, slots=True)

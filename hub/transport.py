@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -57,14 +56,7 @@ class Topics:
 
 def client_options(m: MqttSettings, client_id: str) -> dict[str, Any]:
     """Keyword arguments for `aiomqtt.Client` from the settings (pure)."""
-    tls: aiomqtt.TLSParameters | None = None
-    if m.tls:
-        tls = aiomqtt.TLSParameters(
-            ca_certs=None if m.ca is None else str(m.ca),
-            certfile=None if m.cert is None else str(m.cert),
-            keyfile=None if m.key is None else str(m.key),
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
+    tls = m.tls_parameters()
     return {
         "hostname": m.host,
         "port": m.port,
@@ -73,7 +65,7 @@ def client_options(m: MqttSettings, client_id: str) -> dict[str, Any]:
         "identifier": client_id,
         "clean_session": False,
         "keepalive": m.keepalive_s,
-        "tls_params": tls,
+        "tls_params": None if tls is None else aiomqtt.TLSParameters(**tls),
         "max_queued_incoming_messages": 0,
         # Consensus is many small messages: Nagle would hold each up to ~40 ms.
         "socket_options": [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],

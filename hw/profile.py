@@ -240,8 +240,10 @@ def list_profiles() -> list[str]:
     return sorted(p.stem for p in profiles_dir().glob("*.toml"))
 
 
-def load_profile(name_or_path: str | Path) -> Profile:
+def load_profile(name_or_path: str | Path, base: Path | None = None) -> Profile:
     """Load a shipped profile by name (`sdm630`) or any profile file by path.
+
+    A relative file path is relative to `base` (a config file's directory), if given.
 
     Raises:
         ProfileError: the file is missing, not TOML, or not a valid profile; the message
@@ -249,7 +251,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     """
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or "/" in text or text.endswith(".toml"):
-        path = Path(name_or_path)
+        path = (base or Path()) / name_or_path
     else:
         path = profiles_dir() / f"{text}.toml"
         if not path.is_file():

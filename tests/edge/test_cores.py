@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import hw
 from edge import systemd
-from edge.config import buses, parse_settings
+from edge.config import buses, load_settings, parse_settings
 from edge.errors import ConfigError
 from edge.intake import GENESIS, DeviceMemory, interval_start, next_boundary, take_reading
 from edge.metrics import answer
@@ -22,6 +23,7 @@ from edge.status import DeviceStatus, Histogram, Snapshot, describe, render_metr
 from edge.transport import Transport
 from hw.measurement import Measurements
 from hw.profile import load_profile
+from tests.support import make_pki
 
 BASE = """
 [gateway]
@@ -102,6 +104,42 @@ def test_config_errors_name_key_and_fix(change: tuple[str, str], needle: str) ->
         parse_settings(text, "edge.toml")
     assert needle in str(err.value)
     assert str(err.value).startswith("edge.toml: ")
+
+
+def test_relative_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    """Like hub.toml: systemd starts the gateway in /, so relative names follow the file."""
+    etc = tmp_path / "etc"
+    make_pki(etc)
+    (etc / "mqtt.password").write_text("s3cret\n")
+    (etc / "meter.toml").write_text((Path(hw.__file__).parent / "profiles/sdm120.toml").read_text())
+    text = (BASE + DEVICE).replace('"/tmp/k"', '"gateway.key"').replace('"/tmp/s"', '"state"')
+    text = text.replace('"mqtt://127.0.0.1:1883"', '"mqtts://broker.example.net"')
+    text = text.replace('profile = "sdm630"', 'profile = "meter.toml"')
+    mqtt = 'password_file = "mqtt.password"\nca = "ca.crt"\ncert = "client.crt"\nkey = "client.key"'
+    text = text.replace("[mqtt]\n", "[mqtt]\n" + mqtt + "\n", 1)
+    text += '[hub]\nurl = "https://hub.example:8600"\nca = "ca.crt"\n'
+    config = etc / "edge.toml"
+    config.write_text(text)
+    s = load_settings(config)
+    assert (s.key_path, s.state_dir) == (etc / "gateway.key", etc / "state")
+    assert (s.mqtt.password, s.mqtt.ca, s.mqtt.key) == (
+        "s3cret",
+        etc / "ca.crt",
+        etc / "client.key",
+    )
+    assert s.hub is not None
+    assert s.hub.ca == str(etc / "ca.crt")
+    assert s.devices[0].spec.points == load_profile("sdm120").points
+    # The same checks as hub.toml's [mqtt] (wire.mqtt): files are loaded at start.
+    (etc / "client.key").write_text("not a key\n")
+    with pytest.raises(ConfigError, match=r"'cert': .* are not a matching PEM certificate and key"):
+        load_settings(config)
+    (etc / "mqtt.password").write_text("\n")
+    with pytest.raises(ConfigError, match=r"\[mqtt\] key 'password_file': .* is empty"):
+        load_settings(config)
+    (etc / "mqtt.password").write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_settings(config)
 
 
 def test_config_rejects_duplicates_and_mixed_bus_speeds() -> None:

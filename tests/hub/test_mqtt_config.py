@@ -35,7 +35,7 @@ def _config(tmp_path: Path, mqtt: str) -> Path:
 
 def test_defaults_and_plain_url(tmp_path: Path) -> None:
     m = load_settings(_config(tmp_path, 'url = "mqtt://broker.example.net"')).mqtt
-    assert m == MqttSettings("broker.example.net", 1883)
+    assert m == MqttSettings("broker.example.net", 1883, keepalive_s=10)
     assert m.keepalive_s == 10
     assert m.username is None
     assert m.password is None
