@@ -224,10 +224,10 @@ def write_edge_config(
     """
     lines = [
         "[gateway]",
-        f"key = {json.dumps(str(key))}",
+        f"key = {json.dumps(str(key.resolve()))}",
         f"chain = {json.dumps(chain)}",
         f"zone = {json.dumps(zone)}",
-        f"state_dir = {json.dumps(str(path.parent))}",
+        f"state_dir = {json.dumps(str(path.parent.resolve()))}",
         f"interval_s = {interval_s}",
         "",
         "[mqtt]",
