@@ -134,10 +134,25 @@ def bump_seq(st: State, key: str, seq: int) -> None:
 
 
 def add_traded(st: State, key: str, wh: int) -> None:
-    """Count `wh` of settled trade towards the stakeholder weight of `key`."""
+    """Count `wh` of settled trade towards the stakeholder weight of `key` (and the total)."""
     if wh:
         acct = account(st, key)
         _put(st, key, dataclasses.replace(acct, traded_wh=acct.traded_wh + wh))
+        per = st.params.gov_stake_wh_per_vote
+        gained = (acct.traded_wh + wh) // per - acct.traded_wh // per if per else 0
+        if gained:
+            meta = st.meta()
+            st.set_meta(dataclasses.replace(meta, stake_weight=meta.stake_weight + gained))
+
+
+def recount_stake_weight(st: State) -> None:
+    """Recount `Meta.stake_weight` over all accounts (after `gov_stake_wh_per_vote` changed)."""
+    per = st.params.gov_stake_wh_per_vote
+    total = 0
+    if per:
+        for _key, acct in st.ov.items("accounts"):
+            total += acct.traded_wh // per
+    st.set_meta(dataclasses.replace(st.meta(), stake_weight=total))
 
 
 def require_funds(st: State, key: str, amount: int, what: str) -> None:

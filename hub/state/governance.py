@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from hub.errors import TxRejected
-from hub.state.accounts import AUTHORITY, INSTALLER, account, has_role, roles, set_roles
+from hub.state.accounts import (
+    AUTHORITY,
+    INSTALLER,
+    account,
+    has_role,
+    recount_stake_weight,
+    roles,
+    set_roles,
+)
 from hub.state.meters import resync
 from hub.state.record import Record
 from hub.state.registry import gateway, set_suspended
@@ -127,13 +135,10 @@ def weight(st: State, key: str) -> int:
 def total_weight(st: State) -> int:
     """All voting weight there is."""
     p = st.params
-    total = 0
-    for _key, rec in st.ov.items("roles"):
+    total = st.meta().stake_weight  # kept as trades settle (accounts.add_traded)
+    for _key, rec in st.ov.items("roles"):  # a handful of authorities and installers
         if AUTHORITY in rec.roles:
             total += p.gov_authority_weight
-    if p.gov_stake_wh_per_vote:
-        for _key, acct in st.ov.items("accounts"):
-            total += acct.traded_wh // p.gov_stake_wh_per_vote
     return total
 
 
@@ -284,6 +289,8 @@ def _execute(st: State, prop: Proposal) -> Proposal:
     try:
         if prop.action == "param_change":
             st.set_params(st.params.with_value(target, value))
+            if target == "gov_stake_wh_per_vote":
+                recount_stake_weight(st)
         elif prop.action in ("authority_add", "authority_role"):
             granted = prop.roles or (AUTHORITY,)
             have = roles(st, target) if prop.action == "authority_add" else ()

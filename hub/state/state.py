@@ -49,6 +49,10 @@ class Meta(Record):
     """Proposals still open or waiting for execution, in submission order."""
     equivocations: tuple[tuple[str, int], ...] = ()
     """(validator key, pieces of consensus equivocation evidence committed), sorted."""
+    stake_weight: int = 0
+    """The stakeholders' voting weight: the sum over accounts of `traded_wh` //
+    `gov_stake_wh_per_vote` (0 while that is 0), kept as trades settle, so a vote does not
+    scan every account."""
 
 
 SCHEMA: dict[str, Any] = {

@@ -149,3 +149,29 @@ def test_stakeholder_weight_from_settled_trade() -> None:
 
     assert account_info(net.app.view(), pub("b"))["voting_weight"] == 10
     _propose(net, "b", "param_change", "tx_fee", 1)
+
+
+def test_the_total_stake_weight_follows_trades_and_its_parameter() -> None:
+    """`total_weight` reads a running total; it must equal a count over all accounts."""
+    net = Net(params={"gov_stake_wh_per_vote": 30}, balances={"b": 10_000}, authorities=AUTHS)
+    f = "pea/x/f1"
+    net.ok(
+        net.register("gs", "s", f, ("pv", "solar", 60_000)),
+        net.register("gb", "b", f, ("m", "grid", 60_000)),
+    )
+    x = T0 + 3 * MIN
+    net.ok(net.offer("gs", x, 100, 300, f), net.bid("b", x, 100, 300, f))
+    net.ok(net.read("gs", "pv", x, 0, 0, "solar"), at=x)
+    net.ok(net.read("gs", "pv", x + MIN, 0, 100, "solar"), at=x + MIN)
+    net.ok(at=x + MIN + 30_000)
+
+    def counted(per: int) -> int:
+        return sum(a.traded_wh // per for a in net.app._store.tables["accounts"].values())
+
+    assert net.app.view().meta().stake_weight == counted(30) > 0
+    prop = _propose(net, "auth", "param_change", "gov_stake_wh_per_vote", 7)
+    for who in AUTHS:
+        net.ok(net.tx(who, Vote(proposal=prop, yes=True)))
+    net.ok(at=net.time_ms + 3_600_000)  # past the time-lock
+    assert params_view(net.app.view())["params"]["gov_stake_wh_per_vote"] == 7
+    assert net.app.view().meta().stake_weight == counted(7) > counted(30)

@@ -109,6 +109,7 @@ def _setup() -> Net:
             "wheeling_per_hop": PER_HOP,
             "wheeling_cap": WHEEL_CAP,
             "tx_fee": 1,
+            "gov_stake_wh_per_vote": 7,  # odd, so the running total's rounding is tested
         },
         balances={**{b: 2_000 for b in BUYERS}, **{f"gw-{s}": 50 for s in SELLERS}, "s0": 50},
         validators=("v1", "v2", "v3"),
@@ -152,6 +153,8 @@ def _check_invariants(net: Net, money: int) -> None:
         assert a.escrow == locked.get(k, 0), k
     for k, used in app._store.tables["flows"].items():
         assert used <= CAP, k
+    stake = sum(a.traded_wh // 7 for a in app._store.tables["accounts"].values())
+    assert view.meta().stake_weight == stake
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
