@@ -102,7 +102,7 @@ def test_read_rtu_pty_with_wire_timing(sim: Sim, key: Path, tmp_path: Path) -> N
             f"m{unit}",
         )
         assert env.body.to_json()["device"] == f"m{unit}"
-    r = gtx("edge", "scan", "--rtu", str(link), "--units", "1-5", "--json", "--timeout-ms", "200")
+    r = gtx("edge", "scan", "--rtu", str(link), "--units", "1-5", "--json", "--timeout-ms", "1000")
     assert r.returncode == 0, r.stderr
     assert [u["unit"] for u in json.loads(r.stdout)] == [1, 2, 3]
 

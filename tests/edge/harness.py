@@ -147,6 +147,8 @@ class Subscriber:
     payloads: list[tuple[str, bytes]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     client: mqtt.Client | None = None
+    last_received: float = 0.0
+    """`time.monotonic()` when the last message arrived."""
 
     def start(self) -> None:
         client = mqtt.Client(
@@ -163,6 +165,7 @@ class Subscriber:
         def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
             with self.lock:
                 self.payloads.append((msg.topic, bytes(msg.payload)))
+                self.last_received = time.monotonic()
 
         client.on_connect = on_connect
         client.on_message = on_message
@@ -252,6 +255,14 @@ def outbox_next_seqs(state: Path) -> dict[str, int]:
         return dict(db.execute("SELECT stream, next FROM seq").fetchall())
     finally:
         db.close()
+
+
+def status_pid(state: Path) -> int | None:
+    """The pid in the gateway's status file, None before the first one (or mid-replace)."""
+    try:
+        return int(json.loads((state / "status.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def outbox_rows(state: Path) -> int:

@@ -64,7 +64,7 @@ def test_validators_over_tls_password_and_acl(tmp_path: Path, tls_broker: Broker
     net = HubNet(tmp_path, f"mqtts://127.0.0.1:{tls_broker.port}", chain=CHAIN, mqtt=mqtt)
     try:
         net.start_all()
-        wait_until("v0..v2 at height 3", lambda: min(net.heights([0, 1, 2])) >= 3, 20)
+        wait_until("v0..v2 at height 3", lambda: min(net.heights([0, 1, 2])) >= 3, 40)
 
         # v3 is refused: one ERROR naming the cause and the config keys; it keeps running.
         wait_until("v3 logs the refusal", lambda: "unavailable" in net.log(3), 10)

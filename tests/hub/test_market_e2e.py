@@ -31,10 +31,10 @@ from wire.envelope import Envelope, parse, sign
 from wire.keys import public_hex, save_key
 from wire.kinds import MeterRead
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 INTERVAL_S = 6
-GRACE_S = 2
+GRACE_S = 5  # room for the interval's last reads to commit before settlement
 SELLER_ZONE = "pea/sub1/f1"
 BUYER_ZONE = "pea/sub1/f2"
 ZERO = "0" * 64
@@ -166,15 +166,25 @@ def test_market_round_trip_over_four_validators(
     ]  # fmt: skip
     for proc in regs:
         assert _done(proc)["status"] == "committed"
+    wait_until(  # committed on v0 (--wait); every validator, before reading v2
+        "the registrations on every validator",
+        lambda: all(
+            net.http.get(f"{net.urls[i]}/v1/devices/{gw.pub}").status_code == 200
+            for i in range(4)
+            for gw in (gw_s, gw_b)
+        ),
+        10,
+    )
     device = _get(net, 2, f"/v1/devices/{gw_s.pub}")
     assert device["owner"] == public_hex(seller_owner)
     assert device["zone"] == SELLER_ZONE
 
-    # The next interval that leaves time to trade before its gate closes (1 s before).
-    # The offer must rest before the bid arrives (the trade is at the resting order's
-    # price), so the bid is sent only once the offer is committed.
+    # The next interval that leaves time to trade before its gate closes (1 s before):
+    # two `gtx tx --wait` processes one after the other, some seconds each on a loaded
+    # machine. The offer must rest before the bid arrives (the trade is at the resting
+    # order's price), so the bid is sent only once the offer is committed.
     step = INTERVAL_S * 1000
-    x = (int(time.time() * 1000) + 8_000) // step * step + step
+    x = (int(time.time() * 1000) + 20_000) // step * step + step
     offer = _done(
         _gtx("offer", "--key", str(keys / "seller.key"), "--hub", net.urls[2],
              "--interval", str(x), "--energy-wh", "1000", "--price", "300",

@@ -85,7 +85,7 @@ async def test_cli_rtu_link_with_fault(tmp_path: Path) -> None:
     try:
         assert line == f"serving sdm630 units 1-3 on rtu {link} at 19200 baud 8N1"
         url = f"rtu://{link}?baud=19200"
-        assert [r.unit for r in await scan(url, units=range(1, 5), timeout_s=0.2)] == [1, 3]
+        assert [r.unit for r in await scan(url, units=range(1, 5), timeout_s=1.0)] == [1, 3]
         with pytest.raises(DeviceTimeout):
             await read_measurements(url, load_profile("sdm630"), 2, timeout_s=0.2, retries=0)
     finally:
