@@ -14,7 +14,9 @@ Tables:
 * `meta`    — the committed head, the consensus write-ahead record, and the genesis hash
   the database belongs to. A store written by an older version (a whole application
   snapshot under `app`, headers without energy totals) is refused at open: move chain.db
-  aside and the node syncs the chain again from its peers.
+  aside and the node syncs the chain again from its peers. So is a chain written under
+  another state format (`STATE_FORMAT`, in `meta` as `format`): its state hashes were
+  computed from other rows, so it cannot be replayed by this version at all.
 
 A block, its transactions, the new head and the changed application rows are written in
 one SQLite transaction, so a crash leaves either the old or the new state, never a mix.
@@ -38,7 +40,11 @@ from wire import canonical
 from wire.consensus import Block, Commit
 from wire.errors import InvalidMessage
 
-__all__ = ["ChainStore", "StoredTx"]
+__all__ = ["STATE_FORMAT", "ChainStore", "StoredTx"]
+
+STATE_FORMAT = 2
+"""How the application state is laid out, hence hashed. 2: the chain meta carries the
+governance stake total. A store of another format is refused at open."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -163,6 +169,17 @@ class ChainStore:
             raise StoreError(
                 f"{path} was written by an older GridTokenX (whole-state snapshots, no energy "
                 "totals in headers); move it aside and restart: the node syncs from its peers"
+            )
+        written = self._meta("format")
+        if written is None and self._meta("head") is None:  # a new store
+            self._put_meta("format", str(STATE_FORMAT).encode())
+        elif written != str(STATE_FORMAT).encode():
+            raise StoreError(
+                f"{path} holds a chain of state format {(written or b'1').decode(errors='replace')}"
+                f"; this GridTokenX computes state hashes with format {STATE_FORMAT} (the "
+                "governance stake total is part of the state since format 2), so it cannot "
+                "carry the chain on: create a new network (gtx hub init) or run the version "
+                "that wrote it"
             )
 
     def close(self) -> None:

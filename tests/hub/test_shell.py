@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,13 @@ def test_store_round_trips_blocks_head_app_and_wal(tmp_path: Path) -> None:
     other = Genesis(chain="gtx-other", time_ms=1, validators=g.validators)
     with pytest.raises(StoreError, match="another chain"):
         ChainStore(tmp_path / "chain.db", other)
+    # A chain written under an older state format (no `format` in meta) cannot go on.
+    db = sqlite3.connect(tmp_path / "chain.db")
+    db.execute("DELETE FROM meta WHERE key = 'format'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match=r"state format 1; this GridTokenX .* format 2"):
+        ChainStore(tmp_path / "chain.db", g)
 
 
 # ------------------------------------------------------------------ mempool
