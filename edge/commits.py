@@ -9,9 +9,16 @@ outcome). Everything at or below it leaves the outbox. What the answer shows unc
 is late: it goes out again ahead of the next new tx message (`Outbox.store`), and all that
 waits is re-sent after `republish_s` (`Outbox.republish_overdue`), always in seq order.
 
-`committed_seq` is the pure part (bytes of the answer in, seq out); `fetch_committed_seq`
-does one blocking HTTP GET; `CommitWatcher` is the asyncio loop. The hub being unreachable
-or answering nonsense is logged and retried; it never stops the gateway.
+A gateway installed before its registration has its reads refused until the `register`
+transaction commits. The answer's `registered` tells when that happened: the late tail goes
+out again at once, in seq order, rather than with the next new tx message (up to one
+interval later). The validators hold a read behind one they refused as unregistered until
+that one comes again (hub/mempool.py), so a re-send that straddled the registration loses
+nothing; this makes the wait short.
+
+`read_account` is the pure part (bytes of the answer in, seq and registration out);
+`fetch_account` does one blocking HTTP GET; `CommitWatcher` is the asyncio loop. The hub
+being unreachable or answering nonsense is logged and retried; it never stops the gateway.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from edge.config import HubSettings
 from edge.errors import EdgeError
@@ -44,11 +52,22 @@ def account_url(hub_url: str, gateway: str) -> str:
     return f"{hub_url}/v1/accounts/{gateway}"
 
 
-def committed_seq(answer: bytes, gateway: str) -> int:
-    """The committed tx seq in the body of `GET /v1/accounts/{gateway}` (pure).
+@dataclass(frozen=True, slots=True)
+class AccountAnswer:
+    """What the hub says about this gateway."""
+
+    seq: int
+    """The last committed seq of its tx stream (0: nothing committed yet)."""
+    registered: bool | None
+    """Whether it is a registered gateway; None from a hub that does not say."""
+
+
+def read_account(answer: bytes, gateway: str) -> AccountAnswer:
+    """The body of `GET /v1/accounts/{gateway}` (pure).
 
     Raises:
-        HubAnswerError: not JSON, another account, or no non-negative integer `seq`.
+        HubAnswerError: not JSON, another account, no non-negative integer `seq`, or a
+            `registered` that is not a boolean.
     """
     try:
         obj = json.loads(answer)
@@ -61,7 +80,10 @@ def committed_seq(answer: bytes, gateway: str) -> int:
     seq = obj.get("seq")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise HubAnswerError(f"account answer has no committed seq (seq = {seq!r})")
-    return seq
+    registered = obj.get("registered")
+    if registered is not None and not isinstance(registered, bool):
+        raise HubAnswerError(f"account answer has a bad registered = {registered!r}")
+    return AccountAnswer(seq, registered)
 
 
 def tls_context(hub: HubSettings) -> ssl.SSLContext | None:
@@ -69,9 +91,9 @@ def tls_context(hub: HubSettings) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=hub.ca) if hub.url.startswith("https:") else None
 
 
-def fetch_committed_seq(
+def fetch_account(
     hub: HubSettings, gateway: str, context: ssl.SSLContext | None = None
-) -> int:
+) -> AccountAnswer:
     """Ask the hub once (blocking; run it in a thread).
 
     Args:
@@ -97,7 +119,7 @@ def fetch_committed_seq(
         raise HubAnswerError(f"{url}: {reason}") from exc
     if len(body) > MAX_ANSWER_BYTES:
         raise HubAnswerError(f"{url}: answer larger than {MAX_ANSWER_BYTES} bytes")
-    return committed_seq(body, gateway)
+    return read_account(body, gateway)
 
 
 class CommitWatcher:
@@ -108,7 +130,7 @@ class CommitWatcher:
         hub: HubSettings,
         gateway: str,
         store: OutboxThread,
-        fetch: Callable[[HubSettings, str, ssl.SSLContext | None], int] = fetch_committed_seq,
+        fetch: Callable[[HubSettings, str, ssl.SSLContext | None], AccountAnswer] = fetch_account,
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         """Watch for `gateway` on `hub`; `fetch` is the one blocking question."""
@@ -126,6 +148,8 @@ class CommitWatcher:
         """Questions that failed."""
         self.last_error: str | None = None
         """The last failure, None after a success."""
+        self.registered: bool | None = None
+        """Whether the hub last said this gateway is registered; None before it said."""
 
     async def run(self) -> None:
         """Ask every `poll_s` while acknowledged tx messages wait; forever."""
@@ -142,7 +166,7 @@ class CommitWatcher:
         """
         asked_ms = self.clock()
         try:
-            seq = await asyncio.to_thread(self.fetch, self.hub, self.gateway, self.context)
+            answer = await asyncio.to_thread(self.fetch, self.hub, self.gateway, self.context)
         except HubAnswerError as exc:
             self.errors += 1
             if self.last_error is None:
@@ -153,6 +177,7 @@ class CommitWatcher:
                 )
             self.last_error = str(exc)
             return 0
+        seq = answer.seq
         if self.last_error is not None:
             log.info("hub answers again: committed tx seq %d", seq)
         self.last_error = None
@@ -161,4 +186,16 @@ class CommitWatcher:
         self.forgotten += gone
         if gone:
             log.debug("chain committed tx seq %d: %d messages left the outbox", seq, gone)
+        # Registered since the last answer (or, at start, with nothing committed yet): what
+        # the hub refused while it did not know the gateway goes out again now.
+        newly = answer.registered and (
+            self.registered is False or (self.registered is None and seq == 0)
+        )
+        self.registered = answer.registered
+        if newly:
+            again = await self.store.call(self.store.outbox.resend_late)
+            if again:
+                log.info(
+                    "the hub knows this gateway now: %d waiting tx messages go out again", again
+                )
         return gone

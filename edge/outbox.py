@@ -76,7 +76,9 @@ CREATE TABLE IF NOT EXISTS device (
 """
 
 # Created (and filled from what `message` holds) in one transaction when an outbox written
-# before they existed is opened.
+# before they existed is opened. They see INSERT, DELETE and UPDATE OF acked_ms: code that
+# changes a row's stream or payload, or uses INSERT OR REPLACE (its implicit delete fires
+# no trigger), must keep the totals itself.
 _TOTALS = """
 CREATE TABLE totals (
     stream TEXT PRIMARY KEY,
@@ -327,7 +329,16 @@ class Outbox:
                 "INSERT OR REPLACE INTO meta VALUES ('last_publish_ms', ?)", (str(now_ms),)
             )
 
-    def _resend_late_tx(self) -> None:
+    def resend_late(self) -> int:
+        """Mark the tx messages the hub showed late for sending again now (`_resend_late_tx`).
+
+        Returns:
+            How many will be re-sent.
+        """
+        with self._tx():
+            return self._resend_late_tx()
+
+    def _resend_late_tx(self) -> int:
         """Mark acknowledged tx messages for send again from the first the hub showed late.
 
         Called in the transaction that stores a new tx message, so they go out before it,
@@ -337,13 +348,13 @@ class Outbox:
         """
         # From the oldest late one on, every acknowledged one: a re-send with a hole in it
         # would let the chain commit the seq after the hole first.
-        self._db.execute(
+        return self._db.execute(
             "UPDATE message SET acked_ms = NULL WHERE stream = 'tx' AND acked_ms IS NOT NULL "
             "AND seq >= (SELECT min(seq) FROM message WHERE stream = 'tx' "
             "AND acked_ms IS NOT NULL AND first_acked_ms <= (SELECT CAST(value AS INTEGER) "
             "FROM meta WHERE key = 'hub_checked_ms') - ?)",
             (LATE_MS,),
-        )
+        ).rowcount
 
     def commit_through(self, stream: str, seq: int, now_ms: int | None = None) -> int:
         """The chain committed every message of `stream` up to `seq`: forget them.

@@ -44,8 +44,8 @@ class TxRejected(HubError):
 class Unregistered(TxRejected):
     """The sender is not registered (yet).
 
-    The transaction may be valid once a `register` commits, so a mempool keeps it aside a
-    while instead of forgetting it.
+    The transaction may be valid once a `register` commits: a mempool remembers its seq,
+    so the sender's later ones wait for it to come again (hub/mempool.py).
     """
 
 

@@ -73,8 +73,10 @@ class Mempool:
         self.gap_hold_ms = gap_hold_ms
         self.clock = clock
         self._arrived: dict[str, int] = {}
-        # (sender, seq) -> refused only because the sender was not registered yet
-        self._refused_seqs: OrderedDict[tuple[str, int], bool] = OrderedDict()
+        self._refused_seqs: OrderedDict[tuple[str, int], None] = OrderedDict()
+        # Refused only because the sender was not registered yet: kept apart, so a flood
+        # of new keys cannot push other gateways' refusals out of memory.
+        self._unregistered_seqs: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._by_id: dict[str, Envelope] = {}
         self._by_sender: dict[str, dict[int, str]] = {}
         self._order: OrderedDict[str, None] = OrderedDict()
@@ -150,10 +152,14 @@ class Mempool:
 
     def _refused_seq(self, env: Envelope, unregistered: bool = False) -> None:
         key = (env.sender, env.seq)
-        self._refused_seqs[key] = unregistered
-        self._refused_seqs.move_to_end(key)
-        while len(self._refused_seqs) > REJECTED_MEMORY:
-            self._refused_seqs.popitem(last=False)
+        into, other = self._refused_seqs, self._unregistered_seqs
+        if unregistered:
+            into, other = other, into
+        other.pop(key, None)
+        into[key] = None
+        into.move_to_end(key)
+        while len(into) > REJECTED_MEMORY:
+            into.popitem(last=False)
 
     def _start(self, sender: str, first: int) -> int:
         """Where a registered gateway's chain starts when nothing of it committed yet.
@@ -165,7 +171,7 @@ class Mempool:
         earlier = [
             s
             for s in range(max(first - MAX_REFUSED_RUN, 0), first)
-            if self._refused_seqs.get((sender, s))
+            if (sender, s) in self._unregistered_seqs
         ]
         return min(earlier, default=first)
 
@@ -178,7 +184,7 @@ class Mempool:
         """
         if seq - expected > MAX_REFUSED_RUN:
             return True
-        return any(self._refused_seqs.get((sender, s), True) for s in range(expected, seq))
+        return any((sender, s) not in self._refused_seqs for s in range(expected, seq))
 
     def _first_ready(self, sender: str, now_ms: int) -> bool:
         """Whether `sender`'s lowest pending transaction may be proposed now (`_ready`)."""

@@ -37,6 +37,9 @@ __all__ = [
 def account_info(st: State, key: str) -> dict[str, Any]:
     """Balance, escrow, committed seq, roles, voting weight and gateways of an account.
 
+    `registered` says whether the key is a registered gateway: a gateway installed before
+    its registration re-sends its refused reads as soon as it sees this turn true.
+
     `seq` is the last committed seq of the key's `tx` stream (every kind the chain executes,
     meter reads included, counts on it); `seqs` gives it per stream (`{"tx": n}`) so a
     gateway that lost its outbox learns where to resume (DESIGN: "it learns the committed
@@ -53,6 +56,7 @@ def account_info(st: State, key: str) -> dict[str, Any]:
         "roles": list(roles(st, key)),
         "voting_weight": weight(st, key),
         "gateways": list(owned(st, key)),
+        "registered": gateway(st, key) is not None,
     }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.commits import CommitWatcher, HubAnswerError, committed_seq, fetch_committed_seq
+from edge.commits import AccountAnswer, CommitWatcher, HubAnswerError, fetch_account, read_account
 from edge.config import HubSettings, parse_settings
 from edge.errors import ConfigError
 from edge.intake import DeviceMemory
@@ -34,13 +34,17 @@ transport = "tcp://127.0.0.1:5020"
 """
 
 
-def account(seq: object, who: str = GW) -> bytes:
-    return json.dumps({"account": who, "balance": 0, "escrow": 0, "seq": seq}).encode()
+def account(seq: object, who: str = GW, registered: object = None) -> bytes:
+    obj = {"account": who, "balance": 0, "escrow": 0, "seq": seq}
+    if registered is not None:
+        obj["registered"] = registered
+    return json.dumps(obj).encode()
 
 
-def test_committed_seq_reads_the_account_answer() -> None:
-    assert committed_seq(account(0), GW) == 0
-    assert committed_seq(account(5_002), GW) == 5_002
+def test_read_account_takes_the_seq_and_the_registration() -> None:
+    assert read_account(account(0), GW) == AccountAnswer(0, None)
+    assert read_account(account(5_002, registered=True), GW) == AccountAnswer(5_002, True)
+    assert read_account(account(0, registered=False), GW) == AccountAnswer(0, False)
 
 
 @pytest.mark.parametrize(
@@ -54,11 +58,12 @@ def test_committed_seq_reads_the_account_answer() -> None:
         (account(True), "no committed seq"),
         (account("7"), "no committed seq"),
         (json.dumps({"account": GW}).encode(), "no committed seq"),
+        (account(1, registered="yes"), "bad registered = 'yes'"),
     ],
 )
-def test_committed_seq_refuses_what_is_not_our_account(answer: bytes, needle: str) -> None:
+def test_read_account_refuses_what_is_not_our_account(answer: bytes, needle: str) -> None:
     with pytest.raises(HubAnswerError, match=needle):
-        committed_seq(answer, GW)
+        read_account(answer, GW)
 
 
 def test_config_hub_table_and_keep_tx_until() -> None:
@@ -136,17 +141,17 @@ def hub_api() -> Iterator[AccountServer]:
         hub.close()
 
 
-def test_fetch_committed_seq_over_http(hub_api: AccountServer) -> None:
+def test_fetch_account_over_http(hub_api: AccountServer) -> None:
     settings = HubSettings(hub_api.url, None, 1, 2000)
-    hub_api.body = account(42)
-    assert fetch_committed_seq(settings, GW) == 42
+    hub_api.body = account(42, registered=True)
+    assert fetch_account(settings, GW) == AccountAnswer(42, True)
     assert hub_api.paths == [f"/v1/accounts/{GW}"]
     hub_api.status = 503
     with pytest.raises(HubAnswerError, match="HTTP 503"):
-        fetch_committed_seq(settings, GW)
+        fetch_account(settings, GW)
     gone = HubSettings("http://127.0.0.1:9", None, 1, 500)  # discard port: nothing listens
     with pytest.raises(HubAnswerError, match=r"127\.0\.0\.1:9"):
-        fetch_committed_seq(gone, GW)
+        fetch_account(gone, GW)
 
 
 async def test_watcher_forgets_committed_tx_and_survives_a_failing_hub(
@@ -200,6 +205,50 @@ async def test_watcher_forgets_committed_tx_and_survives_a_failing_hub(
         assert again.committed("tx") == 5_003
     finally:
         again.close()
+
+
+async def test_the_refused_tail_goes_again_once_the_hub_registers_the_gateway(
+    tmp_path: Path, hub_api: AccountServer
+) -> None:
+    """Not one interval later with the next new read: as soon as the hub says so."""
+    ob = Outbox(tmp_path / "o.sqlite", "committed")
+    ob.bind(GW, "gtx-local", 5_000)
+    mem = DeviceMemory()
+    for i in range(3):
+        _, mem = ob.store("m1", [read(i * 1000, mem.read_id)], mem, signer())
+    ob.acknowledge([p.row_id for p in ob.pending(100)], now_ms=1_000)
+    clock = [10_000]
+    store = OutboxThread(ob)
+    try:
+        watcher = CommitWatcher(
+            HubSettings(hub_api.url, None, 1, 2000), GW, store, clock=lambda: clock[0]
+        )
+        hub_api.body = account(0, registered=False)  # refused: the hub does not know it
+        await watcher.check()
+        assert watcher.registered is False
+        assert await store.call(ob.pending, 10) == []
+        clock[0] = 20_000
+        hub_api.body = account(0, registered=True)  # the register transaction committed
+        await watcher.check()
+        assert [p.seq for p in await store.call(ob.pending, 10)] == [5_000, 5_001, 5_002]
+        await store.call(ob.acknowledge, [p.row_id for p in ob.pending(10)], 20_001)
+        clock[0] = 30_000
+        await watcher.check()  # still registered: no new re-send
+        assert await store.call(ob.pending, 10) == []
+    finally:
+        store.close()
+    # A gateway (re)started after its registration, with nothing committed yet, re-sends
+    # at its first answer too.
+    ob = Outbox(tmp_path / "o.sqlite", "committed")
+    store = OutboxThread(ob)
+    try:
+        watcher = CommitWatcher(
+            HubSettings(hub_api.url, None, 1, 2000), GW, store, clock=lambda: 40_000
+        )
+        await watcher.check()
+        assert [p.seq for p in await store.call(ob.pending, 10)] == [5_000, 5_001, 5_002]
+    finally:
+        store.close()
 
 
 def test_status_shows_commit_tracking() -> None:

@@ -21,13 +21,14 @@ COUNTED = (
 
 
 def counted(ob: Outbox) -> dict[str, tuple[int, int, int]]:
-    rows = ob._db.execute(COUNTED).fetchall()
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+    out = {"telemetry": (0, 0, 0), "tx": (0, 0, 0)}  # an empty stream counts zeros
+    out.update({r[0]: (r[1], r[2], r[3]) for r in ob._db.execute(COUNTED).fetchall()})
+    return out
 
 
 def kept(ob: Outbox) -> dict[str, tuple[int, int, int]]:
     rows = ob._db.execute("SELECT stream, messages, unpublished, bytes FROM totals").fetchall()
-    return {r[0]: (r[1], r[2], r[3]) for r in rows if r[1]}
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
 OPS = st.lists(

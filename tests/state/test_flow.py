@@ -91,6 +91,9 @@ def test_trade_settles_with_shortfall_and_certificate() -> None:
     }
     # Accounts report committed seqs so gateways know what to re-publish.
     assert account_info(net.app.view(), pub("gw-s"))["seq"] == net.seqs["gw-s"]
+    # ... and whether they are registered gateways (a new one re-sends what was refused).
+    assert account_info(net.app.view(), pub("gw-s"))["registered"] is True
+    assert account_info(net.app.view(), pub("seller"))["registered"] is False  # its owner
     assert replay(net.genesis, net.blocks).state_hash() == net.app.state_hash()
 
 
