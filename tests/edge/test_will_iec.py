@@ -114,6 +114,7 @@ def test_last_will_offline_after_kill_9_and_after_a_hang(tmp_path: Path, broker:
         hung = time.monotonic()
         time.sleep(0.5)  # what it sent before the stop arrives
         silent_since = sub.last_received  # its last packet (telemetry every 500 ms)
+        assert silent_since > 0  # the subscriber heard it (birth and telemetry)
         wait_until(lambda: statuses(sub)[-1] == b"offline", HANG_LIMIT_S + 1, "the will")
         will_at = time.monotonic()
         # Not before the gateway fell silent for 1.5 x keepalive (measured from the last
