@@ -109,9 +109,16 @@ def state_router(
         return found
 
     @router.get("/certificates")
-    async def get_certificates(owner: str | None = Query(None, pattern=HEX64)) -> Any:
-        """Renewable energy certificates (of one owner)."""
-        return queries.certificates_of(view(), owner)
+    async def get_certificates(
+        owner: str | None = Query(None, pattern=HEX64),
+        after: str = Query("", max_length=200),
+        limit: int = Query(queries.CERTIFICATE_PAGE, ge=1, le=queries.CERTIFICATE_PAGE),
+    ) -> Any:
+        """Renewable energy certificates (of one owner), in id order, one page at a time.
+
+        At most `limit` (1,000) with ids above `after`: ask again with the last id for more.
+        """
+        return queries.certificates_of(view(), owner, after, limit)
 
     @router.get("/proposals")
     async def get_proposals() -> Any:

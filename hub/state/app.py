@@ -34,7 +34,7 @@ from hub.state.params import params_from_genesis
 from hub.state.record import from_json, to_json
 from hub.state.registry import gateway, register
 from hub.state.settlement import Statement, energy_summary, settle_due
-from hub.state.state import SCHEMA, Meta, State
+from hub.state.state import INDEXES, SCHEMA, Meta, State
 from hub.state.store import Overlay, Store
 from wire import canonical
 from wire.envelope import Envelope
@@ -160,7 +160,7 @@ class EnergyApp:
     @staticmethod
     def _genesis_store(genesis: Genesis) -> Store:
         params, feeders = params_from_genesis(genesis.params)
-        store = Store(SCHEMA)
+        store = Store(SCHEMA, INDEXES)
         store.load(
             "meta",
             "chain",
@@ -337,7 +337,7 @@ class EnergyApp:
             or not isinstance(obj.get("tables"), dict)
         ):
             raise HubError("state snapshot is not an EnergyApp snapshot (v 1)")
-        store = Store(SCHEMA)
+        store = Store(SCHEMA, INDEXES)
         tables: Any = obj["tables"]
         if set(tables) != set(SCHEMA):
             raise HubError(f"state snapshot tables {sorted(tables)} != {sorted(SCHEMA)}")

@@ -183,9 +183,23 @@ def statement_certificate(
     }
 
 
-def certificates_of(st: State, owner: str | None) -> list[dict[str, Any]]:
-    """Certificates (of one owner, or all), in id order."""
-    return [to_json(c) for _k, c in st.ov.items("certs") if owner is None or c.owner == owner]
+CERTIFICATE_PAGE = 1_000
+"""Most certificates one answer holds; ask again from the last id for more."""
+
+
+def certificates_of(
+    st: State, owner: str | None, after: str = "", limit: int = CERTIFICATE_PAGE
+) -> list[dict[str, Any]]:
+    """Certificates (of one owner, or all) with ids above `after`, in id order, at most `limit`.
+
+    An owner's come from the owner index: the answer costs its own size, not the number of
+    certificates on chain (which grows by one per renewable trade).
+    """
+    if owner is None:
+        ids = st.ov.first_keys("certs", after, limit)
+    else:
+        ids = [k for k in st.ov.lookup("certs", owner) if k > after][:limit]
+    return [to_json(st.get("certs", k)) for k in ids]
 
 
 def proposals_view(st: State) -> list[dict[str, Any]]:
@@ -196,7 +210,7 @@ def proposals_view(st: State) -> list[dict[str, Any]]:
         row = to_json(prop)
         prefix = pid + "/"
         row["votes"] = {
-            k[len(prefix) :]: to_json(v) for k, v in st.ov.items("votes") if k.startswith(prefix)
+            k[len(prefix) :]: to_json(st.get("votes", k)) for k in st.ov.lookup("votes", pid)
         }
         out.append(row)
     return out

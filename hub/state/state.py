@@ -22,9 +22,9 @@ from hub.state.params import Params
 from hub.state.record import Record
 from hub.state.registry import Gateway, Owned
 from hub.state.settlement import Settlement, Statement
-from hub.state.store import Overlay
+from hub.state.store import IndexBy, Overlay
 
-__all__ = ["SCHEMA", "Meta", "State"]
+__all__ = ["INDEXES", "SCHEMA", "Meta", "State"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +78,12 @@ SCHEMA: dict[str, Any] = {
     "proposals": Proposal,
     "votes": VoteRecord,
 }
+
+INDEXES: dict[str, IndexBy] = {
+    "certs": lambda _key, cert: cert.owner,  # an owner's certificates
+    "votes": lambda key, _vote: key.partition("/")[0],  # a proposal's votes (proposal/voter)
+}
+"""Secondary indexes of the state (derived, not hashed): `Overlay.lookup`."""
 """Table name -> the type of its values."""
 
 

@@ -12,28 +12,45 @@ everything; two stores with the same entries have the same hash whatever the wri
 
 Order-book indexes are derived data (rebuilt from the orders on restore): the overlay copies
 an interval's book on first touch and `apply` swaps the copies in.
+
+Secondary indexes are derived data too, kept by the store as entries come and go (never
+hashed): a table may name a function of (key, entry) to index by, and `Overlay.lookup`
+answers "the keys whose entry indexes to X" without scanning the table (certificates by
+owner, votes by proposal: the API serves them from the validator's event loop).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from hub.errors import HubError
 from hub.state.record import entry_digest
 
-__all__ = ["Overlay", "Store"]
+__all__ = ["IndexBy", "Overlay", "Store"]
 
 MOD = 2**256
+
+IndexBy = Callable[[str, Any], str]
+"""What an entry (key, value) of a table is found by in its secondary index."""
 
 
 class Store:
     """The committed tables, their digests, and derived book indexes."""
 
-    def __init__(self, schema: Mapping[str, Any]) -> None:
-        """Empty tables named by `schema` (table name -> record type or `int`)."""
+    def __init__(
+        self, schema: Mapping[str, Any], indexes: Mapping[str, IndexBy] | None = None
+    ) -> None:
+        """Empty tables named by `schema` (table name -> record type or `int`).
+
+        `indexes` names, per table, what its entries are looked up by (`Overlay.lookup`).
+        """
         self.schema = dict(schema)
+        self.indexes = dict(indexes or {})
+        self.index: dict[str, dict[str, set[str]]] = {name: {} for name in self.indexes}
         self.tables: dict[str, dict[str, Any]] = {name: {} for name in schema}
         self.digests: dict[str, dict[str, int]] = {name: {} for name in schema}
         self.sums: dict[str, int] = dict.fromkeys(schema, 0)
@@ -44,10 +61,25 @@ class Store:
         """Hash of the committed state, 64 hex."""
         return combine(self.sums)
 
+    def _reindex(self, table: str, key: str, old: Any, new: Any) -> None:
+        by = self.indexes.get(table)
+        if by is None:
+            return
+        index = self.index[table]
+        if old is not None:
+            keys = index.get(by(key, old))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[by(key, old)]
+        if new is not None:
+            index.setdefault(by(key, new), set()).add(key)
+
     def load(self, table: str, key: str, value: Any) -> None:
         """Put an entry directly (restore and genesis only: no journal)."""
         digest = entry_digest(table, key, value)
         old = self.digests[table].get(key, 0)
+        self._reindex(table, key, self.tables[table].get(key), value)
         self.tables[table][key] = value
         self.digests[table][key] = digest
         self.sums[table] = (self.sums[table] - old + digest) % MOD
@@ -55,6 +87,7 @@ class Store:
     def unload(self, table: str, key: str) -> None:
         """Remove an entry directly (restore only: no journal); absent keys are ignored."""
         if key in self.tables[table]:
+            self._reindex(table, key, self.tables[table][key], None)
             del self.tables[table][key]
             old = self.digests[table].pop(key)
             self.sums[table] = (self.sums[table] - old) % MOD
@@ -72,6 +105,7 @@ class Store:
         for table, changes in overlay.changes.items():
             rows, digests = self.tables[table], self.digests[table]
             for key, value in changes.items():
+                self._reindex(table, key, rows.get(key), value)
                 if value is None:
                     rows.pop(key, None)
                     digests.pop(key, None)
@@ -131,10 +165,33 @@ class Overlay:
                 keys.add(key)
         return sorted(keys)
 
+    def first_keys(self, table: str, after: str, limit: int) -> list[str]:
+        """Up to `limit` live keys of `table` above `after`, sorted (no sort of the table)."""
+        changes = self.changes[table]
+        live = itertools.chain(
+            (k for k in self.store.tables[table] if k not in changes),
+            (k for k, v in changes.items() if v is not None),
+        )
+        return heapq.nsmallest(limit, (k for k in live if k > after))
+
     def items(self, table: str) -> Iterator[tuple[str, Any]]:
         """All live entries of `table`, in key order."""
         for key in self.keys(table):
             yield key, self.get(table, key)
+
+    def lookup(self, table: str, value: str) -> list[str]:
+        """Keys of `table`'s live entries that its index maps to `value`, sorted.
+
+        Costs the size of the answer plus this journal's changes to `table`, not the table.
+        """
+        by = self.store.indexes[table]
+        keys = set(self.store.index[table].get(value, ()))
+        for key, entry in self.changes[table].items():
+            if entry is not None and by(key, entry) == value:
+                keys.add(key)
+            else:
+                keys.discard(key)
+        return sorted(keys)
 
     def book(self, interval: int, new: Callable[[], Any]) -> Any:
         """The book of `interval` for writing: the journal's copy, made on first use."""
