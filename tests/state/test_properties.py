@@ -1,7 +1,8 @@
 """Properties over random order flows and meter data (hypothesis).
 
 A naive reference matcher (brute force over every open order) decides what each accepted
-order should trade; the state machine must agree fill for fill. After every block: money is
+order should trade; the state machine must agree fill for fill. Orders may expire a few
+blocks after placement, long before their gate: an expired resting order matches nothing. After every block: money is
 conserved, escrow is never negative and equals what open bids and unsettled trades lock,
 no trade lies outside either limit, no feeder carries more than its capacity. After
 settlement: per interval, traded = delivered + shortfall and no seller pool is credited more
@@ -40,6 +41,7 @@ class RefOrder:
     sources: tuple[str, ...]
     rem: int
     seq: int
+    expires: int
 
 
 @dataclass
@@ -50,11 +52,13 @@ class Ref:
     flows: dict[str, int] = field(default_factory=dict)
     trades: list[tuple[str, int, int]] = field(default_factory=list)  # (maker id, Wh, price)
 
-    def submit(self, o: RefOrder) -> None:
+    def submit(self, o: RefOrder, time_ms: int) -> None:
         while o.rem > 0:
             best = None
             for r in self.orders:
                 if r.side == o.side or r.rem <= 0 or r.party == o.party:
+                    continue
+                if r.expires <= time_ms:  # expired while resting: no longer matches
                     continue
                 bid, offer = (o, r) if o.side == "bid" else (r, o)
                 if offer.sources[0] not in bid.sources or offer.price > bid.price:
@@ -90,6 +94,7 @@ action = st.one_of(
         st.integers(1, 120),
         st.integers(200, 400),
         st.sampled_from(("solar", "wind")),
+        st.integers(0, 6),  # expires this many blocks after placement; 0: with the interval
     ),
     st.tuples(
         st.just("bid"),
@@ -97,8 +102,11 @@ action = st.one_of(
         st.integers(1, 150),
         st.integers(150, 450),
         st.sampled_from((("solar",), ("wind",), ("solar", "wind"))),
+        st.integers(0, 6),
     ),
-    st.tuples(st.just("cancel"), st.integers(0, 30), st.just(0), st.just(0), st.just("")),
+    st.tuples(
+        st.just("cancel"), st.integers(0, 30), st.just(0), st.just(0), st.just(""), st.just(0)
+    ),
 )
 
 
@@ -166,7 +174,7 @@ def _check_invariants(net: Net, money: int) -> None:
     restore_at=st.integers(0, 10),
 )
 def test_random_order_flow(
-    actions: list[tuple[str, str | int, int, int, object]],
+    actions: list[tuple[str, str | int, int, int, object, int]],
     cuts: list[int],
     exports: list[int],
     winds: list[int],
@@ -185,32 +193,27 @@ def test_random_order_flow(
         chunk = actions[i : i + cut]
         i += cut
         txs, refs = [], []
-        for kind, who, a, b, c in chunk:
+        now = net.time_ms + 1  # this block's time (the harness steps 1 ms a block)
+        for kind, who, a, b, c, e in chunk:
+            expires = now + e if e else X
             if kind == "offer":
                 assert isinstance(who, str)
                 seller = f"gw-{who}"
-                env = net.offer(seller, X, a, b, ZONES[SELLERS.index(who)], source=str(c))
+                zone = ZONES[SELLERS.index(who)]
+                env = net.offer(seller, X, a, b, zone, source=str(c), expires=expires)
                 refs.append(
                     (
                         "o",
-                        RefOrder(
-                            env.message_id(),
-                            "offer",
-                            who,
-                            ZONES[SELLERS.index(who)],
-                            b,
-                            (str(c),),
-                            a,
-                            0,
-                        ),
+                        RefOrder(env.message_id(), "offer", who, zone, b, (str(c),), a, 0, expires),
                     )
                 )
             elif kind == "bid":
                 assert isinstance(who, str)
                 zone = ZONES[BUYERS.index(who)] if who != "s0" else ZONES[0]
                 sources = tuple(sorted(c))  # type: ignore[call-overload]
-                env = net.bid(who, X, a, b, zone, sources=sources)
-                refs.append(("o", RefOrder(env.message_id(), "bid", who, zone, b, sources, a, 0)))
+                env = net.bid(who, X, a, b, zone, sources=sources, expires=expires)
+                order = RefOrder(env.message_id(), "bid", who, zone, b, sources, a, 0, expires)
+                refs.append(("o", order))
             else:
                 assert isinstance(who, int)
                 if not placed:
@@ -230,7 +233,7 @@ def test_random_order_flow(
                 assert isinstance(item, RefOrder)
                 seq += 1
                 item.seq = seq
-                ref.submit(item)
+                ref.submit(item, now)
                 placed.append(item.id)
             else:
                 assert isinstance(item, str)
@@ -244,6 +247,8 @@ def test_random_order_flow(
         if blocks == restore_at:
             snapshot = (net.app.snapshot(), len(net.blocks))
     event(f"trades: {min(len(ref.trades), 8)}")
+    expired = [o for o in net.app._store.tables["orders"].values() if o.status == "expired"]
+    event(f"orders expired while resting: {min(len(expired), 3)}")
     # Meter data: each seller's devices export something over [X, X + 1 min).
     reads = []
     for s in SELLERS:
