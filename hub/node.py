@@ -564,6 +564,30 @@ class Node:
 
     # ------------------------------------------------------------------ tasks
 
+    async def _fetch_and_apply(self, http: httpx.AsyncClient) -> int:
+        """Fetch up to `SYNC_BATCH` blocks after the head from peers and apply them in order.
+
+        Returns:
+            How many were applied (it stops at one that is not the next or not certified).
+
+        Raises:
+            SyncError: no peer served blocks.
+        """
+        applied = 0
+        self.syncing = True
+        try:
+            async for block, commit in fetch_blocks(
+                http, self.settings.peers, self.chain_id, self.chain.height + 1, SYNC_BATCH
+            ):
+                before = self.chain.height
+                self._drive(functools.partial(self._apply_synced, block, commit))
+                if self.chain.height == before:
+                    break  # not the next block, or its certificate did not hold
+                applied += 1
+        finally:
+            self.syncing = False
+        return applied
+
     async def _sync_loop(self) -> None:
         async with httpx.AsyncClient(timeout=5.0) as http:
             while True:
@@ -571,22 +595,11 @@ class Node:
                 self._sync_wanted.clear()
                 if not self.settings.peers:
                     continue
-                start = self.chain.height + 1
-                fetched = 0
-                self.syncing = True
                 try:
-                    async for block, commit in fetch_blocks(
-                        http, self.settings.peers, self.chain_id, start, SYNC_BATCH
-                    ):
-                        before = self.chain.height
-                        self._drive(functools.partial(self._apply_synced, block, commit))
-                        if self.chain.height == before:
-                            break  # not the next block, or its certificate did not hold
-                        fetched += 1
+                    fetched = await self._fetch_and_apply(http)
                 except SyncError as exc:
                     log.debug("sync: %s", exc)
-                finally:
-                    self.syncing = False
+                    fetched = 0
                 if fetched:
                     log.info("synced %d blocks from peers; now at %d", fetched, self.chain.height)
                 if fetched >= SYNC_BATCH:
@@ -600,24 +613,14 @@ class Node:
         async with httpx.AsyncClient(timeout=3.0) as http:
             while not self._stop.is_set():
                 heights = await peer_heights(http, self.settings.peers, self.chain_id)
-                target = max(heights.values(), default=0)
-                if target <= self.chain.height:
+                if max(heights.values(), default=0) <= self.chain.height:
                     return
-                self.syncing = True
-                before = self.chain.height
                 try:
-                    async for block, commit in fetch_blocks(
-                        http, self.settings.peers, self.chain_id, before + 1, SYNC_BATCH
-                    ):
-                        height = self.chain.height
-                        self._drive(functools.partial(self._apply_synced, block, commit))
-                        if self.chain.height == height:
-                            break
+                    fetched = await self._fetch_and_apply(http)
                 except SyncError as exc:
                     log.warning("catching up: %s", exc)
-                finally:
-                    self.syncing = False
-                if self.chain.height == before:
+                    fetched = 0
+                if not fetched:
                     return  # peers serve nothing we can apply; consensus will sort it out
                 log.info("caught up to height %d", self.chain.height)
 

@@ -22,7 +22,7 @@ from hub.consensus.block import (
     verify_commit,
 )
 from hub.consensus.evidence import InvalidEvidence, Offence, check_evidence
-from hub.errors import InvalidBlock
+from hub.errors import InvalidBlock, InvalidCommit
 from wire.consensus import Block, Commit, EnergySummary, Evidence, Header
 from wire.envelope import Envelope, parse
 from wire.errors import InvalidMessage
@@ -249,6 +249,25 @@ class Chain:
             raise bad("energy summary does not match the executed one")
         self._checked[bhash] = (block, execution)
         return execution
+
+    def check_certified(self, block: Block, commit: Commit) -> Execution | None:
+        """Execute a finalized `block` (from a peer or the blocks topic) as the next one.
+
+        Returns:
+            Its execution, or None when `commit` is no certificate of it by 2f+1 of the
+            current validators (the caller ignores such a block).
+
+        Raises:
+            InvalidBlock: certified, but it does not execute to its header here: this node's
+                state has diverged and it must stop.
+        """
+        try:
+            verify_commit(
+                self.chain_id, commit, self.height + 1, block_hash(block), self._head.validators
+            )
+        except InvalidCommit:
+            return None
+        return self.check(block, None)
 
     def apply(self, block: Block, commit: Commit, execution: Execution) -> None:
         """Commit a finalized block whose `execution` came from `check` or `build`."""

@@ -8,11 +8,9 @@ Same interface as `Replica`, so one shell drives either.
 from __future__ import annotations
 
 from hub.consensus.action import Action, Committed, SetTimer, Sync, Timeout
-from hub.consensus.block import block_hash, verify_commit
 from hub.consensus.chain import Chain
 from hub.consensus.params import Params
 from hub.consensus.replica import TxSource
-from hub.errors import InvalidCommit
 from wire.consensus import BftBlock, Block, Commit
 from wire.envelope import Envelope
 
@@ -66,14 +64,9 @@ class Follower:
             return [Sync(self.height)]
         if block.header.height < self.height:
             return []
-        head = self.chain.head
-        try:
-            verify_commit(
-                self.chain.chain_id, commit, self.height, block_hash(block), head.validators
-            )
-        except InvalidCommit:
+        execution = self.chain.check_certified(block, commit)
+        if execution is None:
             return []
-        execution = self.chain.check(block, None)
         self.chain.apply(block, commit, execution)
         self.txs.on_commit(block, execution)
         changes = self.chain.app.state_changes(execution)

@@ -35,13 +35,13 @@ from hub.consensus.action import (
     Sync,
     Timeout,
 )
-from hub.consensus.block import block_hash, commit_signatures, verify_commit
+from hub.consensus.block import block_hash, commit_signatures
 from hub.consensus.chain import Chain
 from hub.consensus.evidence import InvalidEvidence, Offence, check_evidence, make_evidence
 from hub.consensus.params import Params, Step
 from hub.consensus.vote import PRECOMMIT, PREVOTE, VoteBook
 from hub.consensus.wal import WalRecord
-from hub.errors import InvalidBlock, InvalidCommit
+from hub.errors import InvalidBlock
 from wire.consensus import (
     BftBlock,
     BftEvidence,
@@ -240,12 +240,9 @@ class Replica:
             return
         if block.header.height < self.height:
             return
-        bhash = block_hash(block)
-        try:
-            verify_commit(self.chain.chain_id, commit, self.height, bhash, self.validators)
-        except InvalidCommit:
+        execution = self.chain.check_certified(block, commit)
+        if execution is None:
             return
-        execution = self.chain.check(block, None)
         self._commit(block, commit, execution, announce=False, now_ms=now_ms)
         self._rules(now_ms)
 
