@@ -15,10 +15,9 @@ import pytest
 from edge.commits import AccountAnswer, CommitWatcher, HubAnswerError, fetch_account, read_account
 from edge.config import HubSettings, parse_settings
 from edge.errors import ConfigError
-from edge.intake import DeviceMemory
 from edge.outbox import Outbox, OutboxThread
 from edge.status import CommitStatus, Histogram, Snapshot, describe, render_metrics, to_obj
-from tests.edge.test_outbox_uplink import GW, read, signer, tel
+from tests.edge.test_outbox_uplink import GW, with_reads
 
 BASE = """
 [gateway]
@@ -157,11 +156,7 @@ def test_fetch_account_over_http(hub_api: AccountServer) -> None:
 async def test_watcher_forgets_committed_tx_and_survives_a_failing_hub(
     tmp_path: Path, hub_api: AccountServer
 ) -> None:
-    ob = Outbox(tmp_path / "o.sqlite", "committed")
-    ob.bind(GW, "gtx-local", 5_000)
-    mem = DeviceMemory()
-    for i in range(4):
-        _, mem = ob.store("m1", [tel(i), read(i * 1000, mem.read_id)], mem, signer())
+    ob = with_reads(tmp_path, 4)
     ob.acknowledge([p.row_id for p in ob.pending(100)], now_ms=10_000)
     store = OutboxThread(ob)
     try:
@@ -211,11 +206,7 @@ async def test_the_refused_tail_goes_again_once_the_hub_registers_the_gateway(
     tmp_path: Path, hub_api: AccountServer
 ) -> None:
     """Not one interval later with the next new read: as soon as the hub says so."""
-    ob = Outbox(tmp_path / "o.sqlite", "committed")
-    ob.bind(GW, "gtx-local", 5_000)
-    mem = DeviceMemory()
-    for i in range(3):
-        _, mem = ob.store("m1", [read(i * 1000, mem.read_id)], mem, signer())
+    ob = with_reads(tmp_path, 3, telemetry=False)
     ob.acknowledge([p.row_id for p in ob.pending(100)], now_ms=1_000)
     clock = [10_000]
     store = OutboxThread(ob)

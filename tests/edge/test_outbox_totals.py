@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from edge.intake import DeviceMemory
 from edge.outbox import Outbox
-from tests.edge.test_outbox_uplink import GW, read, signer, tel
+from tests.edge.test_outbox_uplink import GW, read, signer, tel, with_reads
 from wire.struct import Body
 
 COUNTED = (
@@ -73,11 +73,7 @@ def test_totals_follow_every_change(ops: list[tuple[str, int, int]], keep: str) 
 
 
 def test_an_outbox_from_before_the_totals_gets_them_on_open(tmp_path: Path) -> None:
-    ob = Outbox(tmp_path / "o.sqlite", "committed")
-    ob.bind(GW, "gtx-local", 5_000)
-    mem = DeviceMemory()
-    for i in range(5):
-        _, mem = ob.store("m1", [tel(i), read(i * 1000, mem.read_id)], mem, signer())
+    ob = with_reads(tmp_path, 5)
     ob.acknowledge([p.row_id for p in ob.pending(3)], now_ms=1)
     want = ob.depth()
     ob._db.executescript(
@@ -96,6 +92,6 @@ def test_an_outbox_from_before_the_totals_gets_them_on_open(tmp_path: Path) -> N
     ob = Outbox(tmp_path / "o.sqlite", "committed")
     assert ob.depth() == want
     assert kept(ob) == counted(ob)
-    _, mem = ob.store("m1", [tel(9)], mem, signer())
+    ob.store("m1", [tel(9)], DeviceMemory(), signer())
     assert kept(ob) == counted(ob)
     ob.close()

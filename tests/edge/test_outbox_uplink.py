@@ -51,6 +51,16 @@ def opened(tmp_path: Path, keep: str = "puback") -> Outbox:
     return ob
 
 
+def with_reads(tmp_path: Path, n: int, telemetry: bool = True) -> Outbox:
+    """A `committed` outbox holding `n` chained meter reads (each after a telemetry one)."""
+    ob = opened(tmp_path, "committed")
+    mem = DeviceMemory()
+    for i in range(n):
+        bodies: list[Body] = [tel(i)] if telemetry else []
+        _, mem = ob.store("m1", [*bodies, read(i * 1000, mem.read_id)], mem, signer())
+    return ob
+
+
 def test_wal_full_and_seq_survives_reopen_and_is_never_reused(tmp_path: Path) -> None:
     ob = opened(tmp_path)
     assert ob._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

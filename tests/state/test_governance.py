@@ -133,8 +133,8 @@ def test_emergency_suspend_is_immediate_and_zone_cap_by_vote() -> None:
     assert not net.q("gateways", pub("gw")).suspended
 
 
-def test_stakeholder_weight_from_settled_trade() -> None:
-    net = Net(params={"gov_stake_wh_per_vote": 10}, balances={"b": 10_000})
+def _settle_a_trade(net: Net) -> None:
+    """Seller `s` (gateway `gs`) delivers the 100 Wh buyer `b` bought; settlement runs."""
     f = "pea/x/f1"
     net.ok(
         net.register("gs", "s", f, ("pv", "solar", 60_000)),
@@ -145,6 +145,11 @@ def test_stakeholder_weight_from_settled_trade() -> None:
     net.ok(net.read("gs", "pv", x, 0, 0, "solar"), at=x)
     net.ok(net.read("gs", "pv", x + MIN, 0, 100, "solar"), at=x + MIN)
     net.ok(at=x + MIN + 30_000)
+
+
+def test_stakeholder_weight_from_settled_trade() -> None:
+    net = Net(params={"gov_stake_wh_per_vote": 10}, balances={"b": 10_000})
+    _settle_a_trade(net)
     from hub.state.queries import account_info
 
     assert account_info(net.app.view(), pub("b"))["voting_weight"] == 10
@@ -154,16 +159,7 @@ def test_stakeholder_weight_from_settled_trade() -> None:
 def test_the_total_stake_weight_follows_trades_and_its_parameter() -> None:
     """`total_weight` reads a running total; it must equal a count over all accounts."""
     net = Net(params={"gov_stake_wh_per_vote": 30}, balances={"b": 10_000}, authorities=AUTHS)
-    f = "pea/x/f1"
-    net.ok(
-        net.register("gs", "s", f, ("pv", "solar", 60_000)),
-        net.register("gb", "b", f, ("m", "grid", 60_000)),
-    )
-    x = T0 + 3 * MIN
-    net.ok(net.offer("gs", x, 100, 300, f), net.bid("b", x, 100, 300, f))
-    net.ok(net.read("gs", "pv", x, 0, 0, "solar"), at=x)
-    net.ok(net.read("gs", "pv", x + MIN, 0, 100, "solar"), at=x + MIN)
-    net.ok(at=x + MIN + 30_000)
+    _settle_a_trade(net)
 
     def counted(per: int) -> int:
         return sum(a.traded_wh // per for a in net.app._store.tables["accounts"].values())

@@ -2,9 +2,10 @@
 
 A naive reference matcher (brute force over every open order) decides what each accepted
 order should trade; the state machine must agree fill for fill. Orders may expire a few
-blocks after placement, long before their gate: an expired resting order matches nothing. After every block: money is
-conserved, escrow is never negative and equals what open bids and unsettled trades lock,
-no trade lies outside either limit, no feeder carries more than its capacity. After
+blocks after placement, long before their gate: an expired resting order matches nothing.
+After every block: money is conserved, escrow is never negative and equals what open bids
+and unsettled trades lock, no trade lies outside either limit, no feeder carries more than
+its capacity, and the governance stake total equals a count over the accounts. After
 settlement: per interval, traded = delivered + shortfall and no seller pool is credited more
 than its meters exported. Two independent apps fed the same blocks, and an app restored from
 a snapshot mid-way, reach the same state hash.
