@@ -132,9 +132,15 @@ class CommitWatcher:
         store: OutboxThread,
         fetch: Callable[[HubSettings, str, ssl.SSLContext | None], AccountAnswer] = fetch_account,
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
-        """Watch for `gateway` on `hub`; `fetch` is the one blocking question."""
+        """Watch for `gateway` on `hub`.
+
+        `fetch` is the one blocking question; `wake` tells the uplink that messages wait
+        (after a re-send is marked).
+        """
         self.clock = clock
+        self.wake = wake
         self.hub = hub
         self.gateway = gateway
         self.store = store
@@ -150,6 +156,9 @@ class CommitWatcher:
         """The last failure, None after a success."""
         self.registered: bool | None = None
         """Whether the hub last said this gateway is registered; None before it said."""
+        self.resent_on_registration = False
+        """Whether this run re-sent the refused tail for the registration (once a run: a
+        hub behind a load balancer may answer False again for a while)."""
 
     async def run(self) -> None:
         """Ask every `poll_s` while acknowledged tx messages wait; forever."""
@@ -188,13 +197,17 @@ class CommitWatcher:
             log.debug("chain committed tx seq %d: %d messages left the outbox", seq, gone)
         # Registered since the last answer (or, at start, with nothing committed yet): what
         # the hub refused while it did not know the gateway goes out again now.
-        newly = answer.registered and (
-            self.registered is False or (self.registered is None and seq == 0)
+        newly = (
+            answer.registered
+            and not self.resent_on_registration
+            and (self.registered is False or (self.registered is None and seq == 0))
         )
         self.registered = answer.registered
         if newly:
+            self.resent_on_registration = True
             again = await self.store.call(self.store.outbox.resend_late)
             if again:
+                self.wake()
                 log.info(
                     "the hub knows this gateway now: %d waiting tx messages go out again", again
                 )

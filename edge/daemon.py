@@ -81,7 +81,9 @@ class Daemon:
         self.recorder = Recorder(settings, key, self.store, memories, self.uplink.wake.set)
         self.commits: CommitWatcher | None = None
         if settings.hub is not None and settings.outbox.keep_tx_until == "committed":
-            self.commits = CommitWatcher(settings.hub, self.gateway, self.store, clock=self.clock)
+            self.commits = CommitWatcher(
+                settings.hub, self.gateway, self.store, clock=self.clock, wake=self.uplink.wake.set
+            )
         p = settings.polling
         policy = Policy(
             interval_ms=settings.interval_ms,

@@ -564,14 +564,12 @@ class Node:
 
     # ------------------------------------------------------------------ tasks
 
-    async def _fetch_and_apply(self, http: httpx.AsyncClient) -> int:
+    async def _fetch_and_apply(self, http: httpx.AsyncClient) -> tuple[int, SyncError | None]:
         """Fetch up to `SYNC_BATCH` blocks after the head from peers and apply them in order.
 
         Returns:
-            How many were applied (it stops at one that is not the next or not certified).
-
-        Raises:
-            SyncError: no peer served blocks.
+            How many were applied (it stops at one that is not the next or not certified),
+            and why peers stopped serving, if they failed (possibly after some blocks).
         """
         applied = 0
         self.syncing = True
@@ -584,9 +582,11 @@ class Node:
                 if self.chain.height == before:
                     break  # not the next block, or its certificate did not hold
                 applied += 1
+        except SyncError as exc:
+            return applied, exc
         finally:
             self.syncing = False
-        return applied
+        return applied, None
 
     async def _sync_loop(self) -> None:
         async with httpx.AsyncClient(timeout=5.0) as http:
@@ -595,11 +595,9 @@ class Node:
                 self._sync_wanted.clear()
                 if not self.settings.peers:
                     continue
-                try:
-                    fetched = await self._fetch_and_apply(http)
-                except SyncError as exc:
-                    log.debug("sync: %s", exc)
-                    fetched = 0
+                fetched, error = await self._fetch_and_apply(http)
+                if error is not None:
+                    log.debug("sync: %s", error)
                 if fetched:
                     log.info("synced %d blocks from peers; now at %d", fetched, self.chain.height)
                 if fetched >= SYNC_BATCH:
@@ -615,11 +613,9 @@ class Node:
                 heights = await peer_heights(http, self.settings.peers, self.chain_id)
                 if max(heights.values(), default=0) <= self.chain.height:
                     return
-                try:
-                    fetched = await self._fetch_and_apply(http)
-                except SyncError as exc:
-                    log.warning("catching up: %s", exc)
-                    fetched = 0
+                fetched, error = await self._fetch_and_apply(http)
+                if error is not None:
+                    log.warning("catching up: %s", error)
                 if not fetched:
                     return  # peers serve nothing we can apply; consensus will sort it out
                 log.info("caught up to height %d", self.chain.height)

@@ -157,6 +157,15 @@ class ChainStore:
             self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open chain store {path}: {exc}") from exc
+        try:
+            self._check_belongs(genesis)
+        except StoreError:
+            self._db.close()
+            raise
+
+    def _check_belongs(self, genesis: Genesis) -> None:
+        """Refuse a store of another chain, an older layout or another state format."""
+        path = self.path
         mine = self._meta("genesis")
         if mine is None:
             self._put_meta("genesis", genesis.hash().encode())

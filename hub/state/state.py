@@ -78,13 +78,13 @@ SCHEMA: dict[str, Any] = {
     "proposals": Proposal,
     "votes": VoteRecord,
 }
+"""Table name -> the type of its values."""
 
 INDEXES: dict[str, IndexBy] = {
     "certs": lambda _key, cert: cert.owner,  # an owner's certificates
     "votes": lambda key, _vote: key.partition("/")[0],  # a proposal's votes (proposal/voter)
 }
 """Secondary indexes of the state (derived, not hashed): `Overlay.lookup`."""
-"""Table name -> the type of its values."""
 
 
 class State:

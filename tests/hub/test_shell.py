@@ -182,13 +182,28 @@ def test_store_round_trips_blocks_head_app_and_wal(tmp_path: Path) -> None:
     other = Genesis(chain="gtx-other", time_ms=1, validators=g.validators)
     with pytest.raises(StoreError, match="another chain"):
         ChainStore(tmp_path / "chain.db", other)
-    # A chain written under an older state format (no `format` in meta) cannot go on.
-    db = sqlite3.connect(tmp_path / "chain.db")
+    # A chain written under another state format cannot go on: an older one (no `format`
+    # in meta) or a newer one.
+    for written, shown in ((None, "1"), (b"3", "3")):
+        db = sqlite3.connect(tmp_path / "chain.db")
+        db.execute("DELETE FROM meta WHERE key = 'format'")
+        if written is not None:
+            db.execute("INSERT INTO meta VALUES ('format', ?)", (written,))
+        db.commit()
+        db.close()
+        with pytest.raises(StoreError, match=rf"state format {shown}; this GridTokenX .* 2"):
+            ChainStore(tmp_path / "chain.db", g)
+    # A store with nothing committed yet (genesis only) is just stamped.
+    fresh_dir = tmp_path / "fresh"
+    ChainStore(fresh_dir / "chain.db", g).close()
+    db = sqlite3.connect(fresh_dir / "chain.db")
     db.execute("DELETE FROM meta WHERE key = 'format'")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match=r"state format 1; this GridTokenX .* format 2"):
-        ChainStore(tmp_path / "chain.db", g)
+    ChainStore(fresh_dir / "chain.db", g).close()
+    db = sqlite3.connect(fresh_dir / "chain.db")
+    assert db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == (b"2",)
+    db.close()
 
 
 # ------------------------------------------------------------------ mempool
