@@ -232,6 +232,7 @@ class Daemon:
                 awaiting=await self.store.call(ob.awaiting_commit),
                 errors=self.commits.errors,
                 last_error=self.commits.last_error,
+                registered=self.commits.registered,
             )
         return Snapshot(
             gateway=self.gateway,

@@ -77,6 +77,8 @@ class CommitStatus:
     """Failed questions since start."""
     last_error: str | None
     """The last failure, None once the hub answers again."""
+    registered: bool | None = None
+    """Whether the hub knows this gateway as registered; None before it said."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,7 @@ def to_obj(s: Snapshot) -> dict[str, Any]:
             "awaiting": s.commits.awaiting,
             "errors": s.commits.errors,
             "last_error": s.commits.last_error,
+            "registered": s.commits.registered,
         },
     }
 
@@ -189,8 +192,10 @@ def describe(obj: Mapping[str, Any], now_ms: int) -> str:
     commits = obj.get("commits")
     if commits:
         seq = commits["committed_seq"]
+        known = {True: "registered", False: "NOT registered yet", None: "registration unknown"}
         line = (
-            f"chain: committed tx seq {'unknown' if seq is None else seq}, "
+            f"chain: {known[commits.get('registered')]}, "
+            f"committed tx seq {'unknown' if seq is None else seq}, "
             f"{commits['awaiting']} tx awaiting commit (asking {commits['hub_url']})"
         )
         if commits["last_error"]:
@@ -317,6 +322,13 @@ def render_metrics(s: Snapshot) -> str:
             "Failed questions to the hub about committed transactions.",
             [("", str(s.commits.errors))],
         )
+        if s.commits.registered is not None:
+            metric(
+                "gtx_edge_registered",
+                "gauge",
+                "1 once the hub knows this gateway as registered (its reads count).",
+                [("", "1" if s.commits.registered else "0")],
+            )
     if s.last_publish_ms is not None:
         metric(
             "gtx_edge_last_publish_timestamp_seconds",

@@ -4,6 +4,7 @@ watcher against a real HTTP server and a real outbox file."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -274,8 +275,17 @@ def test_status_shows_commit_tracking() -> None:
         commits=CommitStatus("http://h:8600", 5_001, 2, 1, "http://h:8600/v1/...: HTTP 500"),
     )
     text = describe(to_obj(snap), 1000)
-    assert "chain: committed tx seq 5001, 2 tx awaiting commit (asking http://h:8600)" in text
+    assert (
+        "chain: registration unknown, committed tx seq 5001, 2 tx awaiting commit "
+        "(asking http://h:8600)"
+    ) in text
     assert "HTTP 500" in text
     metrics = render_metrics(snap)
     assert "gtx_edge_tx_awaiting_commit 2" in metrics
     assert "gtx_edge_hub_errors_total 1" in metrics
+    assert "gtx_edge_registered" not in metrics  # the hub did not say
+    for registered, words, gauge in ((False, "NOT registered yet", "0"), (True, "registered", "1")):
+        commits = dataclasses.replace(snap.commits, registered=registered)  # type: ignore[arg-type]
+        shown = dataclasses.replace(snap, commits=commits)
+        assert f"chain: {words}, committed tx seq 5001" in describe(to_obj(shown), 1000)
+        assert f"gtx_edge_registered {gauge}" in render_metrics(shown)
