@@ -109,6 +109,7 @@ def test_meter_reads_stay_until_committed_and_reach_the_chain_after_registration
             check=True,
         ).stdout
         assert "tx awaiting commit" in shown, shown
+        assert "chain: NOT registered yet" in shown, shown
 
         register = subprocess.run(
             [sys.executable, "-m", "gridtokenx.cli", "tx", "register",
@@ -137,6 +138,7 @@ def test_meter_reads_stay_until_committed_and_reach_the_chain_after_registration
             views = [(q, net.tx(0, seen[q].message_id())) for q in sorted(seen)]
             raise AssertionError(f"{status()['commits']}; the hub on each read: {views}") from exc
         assert gw.poll() is None
+        assert status()["commits"]["registered"] is True
         assert stop(gw) == 0
 
         # The reads signed before the registration are on chain, accepted, and so is every
