@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse
 
 from hub.state import queries
 from hub.state.app import EnergyApp
@@ -116,9 +117,14 @@ def state_router(
     ) -> Any:
         """Renewable energy certificates (of one owner), in id order, one page at a time.
 
-        At most `limit` (1,000) with ids above `after`: ask again with the last id for more.
+        At most `limit` (1,000) with ids above `after`. When there are more, the header
+        `X-Next-After` holds the id to pass as `after` for the next page.
         """
-        return queries.certificates_of(view(), owner, after, limit)
+        page = queries.certificates_of(view(), owner, after, limit + 1)
+        if len(page) <= limit:
+            return page
+        page = page[:limit]
+        return JSONResponse(page, headers={"X-Next-After": page[-1]["id"]})
 
     @router.get("/proposals")
     async def get_proposals() -> Any:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hub.state.api import state_router
 from hub.state.queries import certificates_of
 from hub.state.store import Overlay, Store
 from tests.state.harness import MIN, T0, Net, pub
+from tests.state.test_api_cli import serve
 
 SCHEMA = {"things": int}
 INDEXES = {"things": lambda _key, value: str(value % 3)}  # what a thing is found by
@@ -51,7 +55,8 @@ def test_lookup_equals_a_scan_in_every_block_and_after_it(
     assert view.lookup("things", "0") == view.lookup("things", "2") == []
 
 
-def test_certificates_come_by_owner_and_in_pages() -> None:
+def _five_certificates() -> Net:
+    """Buyers b1 (3 trades) and b2 (2) of one solar seller, settled: five certificates."""
     net = Net(balances={"b1": 100_000, "b2": 100_000})
     f = "pea/x/f1"
     net.ok(
@@ -66,6 +71,11 @@ def test_certificates_come_by_owner_and_in_pages() -> None:
     net.ok(net.read("gs", "pv", x, 0, 0, "solar"), at=x)
     net.ok(net.read("gs", "pv", x + MIN, 0, 500, "solar"), at=x + MIN)
     net.ok(at=x + MIN + 30_000)  # settled: one certificate per trade, owned by the buyer
+    return net
+
+
+def test_certificates_come_by_owner_and_in_pages() -> None:
+    net = _five_certificates()
     view = net.app.view()
     mine: list[dict[str, Any]] = certificates_of(view, pub("b1"))
     assert len(mine) == 3
@@ -85,3 +95,27 @@ def test_certificates_come_by_owner_and_in_pages() -> None:
     assert [len(p) for p in pages] == [2, 2, 1]
     assert [c for p in pages for c in p] == every
     assert certificates_of(view, pub("b1"), mine[0]["id"], limit=1) == [mine[1]]
+
+
+def test_the_api_says_where_the_next_page_starts() -> None:
+    net = _five_certificates()
+    app = FastAPI()
+    app.include_router(state_router(lambda: net.app))
+    with serve(app) as url:
+        pages, after = [], ""
+        while True:
+            answer = httpx.get(f"{url}/v1/certificates", params={"after": after, "limit": 2})
+            assert answer.status_code == 200
+            pages.append([c["id"] for c in answer.json()])
+            after = answer.headers.get("x-next-after", "")
+            if not after:
+                break
+            assert after == pages[-1][-1]
+        assert [len(p) for p in pages] == [2, 2, 1]
+        every = httpx.get(f"{url}/v1/certificates").json()
+        assert [c["id"] for c in every] == [i for p in pages for i in p]
+        mine = httpx.get(f"{url}/v1/certificates", params={"owner": pub("b2")})
+        assert len(mine.json()) == 2
+        assert "x-next-after" not in mine.headers
+        too_many = httpx.get(f"{url}/v1/certificates", params={"limit": 1001})
+        assert too_many.status_code == 422
