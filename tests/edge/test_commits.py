@@ -17,7 +17,8 @@ from edge.commits import AccountAnswer, CommitWatcher, HubAnswerError, fetch_acc
 from edge.config import HubSettings, parse_settings
 from edge.errors import ConfigError
 from edge.outbox import Outbox, OutboxThread
-from edge.status import CommitStatus, Histogram, Snapshot, describe, render_metrics, to_obj
+from edge.status import CommitStatus, describe, render_metrics, to_obj
+from tests.edge.test_cores import snapshot
 from tests.edge.test_outbox_uplink import GW, with_reads
 
 BASE = """
@@ -255,25 +256,8 @@ async def test_the_refused_tail_goes_again_once_the_hub_registers_the_gateway(
 
 
 def test_status_shows_commit_tracking() -> None:
-    snap = Snapshot(
-        gateway=GW,
-        chain="gtx-local",
-        zone="pea",
-        pid=1,
-        started_ms=0,
-        now_ms=1000,
-        broker_connected=True,
-        broker_url="mqtt://127.0.0.1:1883",
-        devices=(),
-        outbox={"telemetry": 0, "tx": 2},
-        outbox_unpublished=0,
-        outbox_bytes=900,
-        published={},
-        last_publish_ms=None,
-        thinned=0,
-        latency=Histogram(),
-        commits=CommitStatus("http://h:8600", 5_001, 2, 1, "http://h:8600/v1/...: HTTP 500"),
-    )
+    commits = CommitStatus("http://h:8600", 5_001, 2, 1, "http://h:8600/v1/...: HTTP 500")
+    snap = dataclasses.replace(snapshot(), commits=commits)
     text = describe(to_obj(snap), 1000)
     assert (
         "chain: registration unknown, committed tx seq 5001, 2 tx awaiting commit "

@@ -71,11 +71,8 @@ def test_several_intervals_settled_by_one_block_sum_up_with_a_combined_hash() ->
     assert summary.statement not in hashes
 
 
-def test_statement_certificate_counts_only_validators_signing_this_hash() -> None:
-    from hub.state.queries import statement_certificate
-    from hub.state.settlement import sign_statement
-    from tests.state.harness import key, pub
-
+def _settled_with_four_validators() -> Net:
+    """One 50 Wh trade of interval X, settled on a chain of validators v1..v4."""
     net = Net(balances={"buyer": 10_000}, validators=("v1", "v2", "v3", "v4"))
     net.ok(
         net.register("gw-s", "seller", F1, ("pv", "solar", 10_000)),
@@ -83,6 +80,15 @@ def test_statement_certificate_counts_only_validators_signing_this_hash() -> Non
     )
     net.ok(net.offer("gw-s", X, 50, 300, F1), net.bid("buyer", X, 50, 400, F2))
     net.ok(at=X + MIN + 30_000)
+    return net
+
+
+def test_statement_certificate_counts_only_validators_signing_this_hash() -> None:
+    from hub.state.queries import statement_certificate
+    from hub.state.settlement import sign_statement
+    from tests.state.harness import key, pub
+
+    net = _settled_with_four_validators()
     st = net.app.view()
     statement = statement_of(st, X)
     assert statement is not None
@@ -108,13 +114,7 @@ def test_a_statement_is_certified_by_its_own_validator_set_after_the_set_changes
     from tests.state.harness import key, pub
     from wire.kinds import Proposal, Vote
 
-    net = Net(balances={"buyer": 10_000}, validators=("v1", "v2", "v3", "v4"))
-    net.ok(
-        net.register("gw-s", "seller", F1, ("pv", "solar", 10_000)),
-        net.register("gw-b", "buyer", F2, ("mains", "grid", 20_000)),
-    )
-    net.ok(net.offer("gw-s", X, 50, 300, F1), net.bid("buyer", X, 50, 400, F2))
-    net.ok(at=X + MIN + 30_000)
+    net = _settled_with_four_validators()
     statement = statement_of(net.app.view(), X)
     assert statement is not None
     four = sorted(pub(v) for v in ("v1", "v2", "v3", "v4"))
