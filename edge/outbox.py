@@ -191,6 +191,9 @@ class Outbox:
                             self._db.execute("ROLLBACK")
                         raise
             self._db.execute("PRAGMA busy_timeout=5000")
+            # Asked once: a writable outbox has the totals from here on; a read-only open of
+            # one from before them counts instead (`_totals`).
+            self._kept_totals = self._has_totals()
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
 
@@ -438,7 +441,7 @@ class Outbox:
 
     def _totals(self) -> list[tuple[str, int, int, int]]:
         """(stream, messages, unpublished, bytes) per stream."""
-        if self._has_totals():
+        if self._kept_totals:
             return self._db.execute(
                 "SELECT stream, messages, unpublished, bytes FROM totals"
             ).fetchall()
