@@ -331,9 +331,15 @@ def test_a_replica_without_its_record_sits_out_the_first_rounds_of_a_running_cha
     assert wiped.round == GUARD_ROUNDS
     rounds = {env.body.round for env in signed}  # type: ignore[attr-defined]
     assert rounds == {GUARD_ROUNDS}  # silent before, votes again from there
-    # A replica with its record, or on a new chain, is not guarded.
-    assert replica(2).start(T0 + 1) is not None
-    assert replica(2).guard_height is None
+    # Restarted with its record of that height, or on a new chain, a replica is not guarded.
+    wal = [a.record for a in out if isinstance(a, Persist)][-1]
+    assert wal.height == 2
+    restarted = Replica(BY_PUB[PUBS[3]], chain, Pool(), Params(), wal=wal, seq=1)
+    restarted.start(T0 + 1_000_000)
+    assert restarted.guard_height is None
+    new_chain = replica(2)
+    new_chain.start(T0 + 1)
+    assert new_chain.guard_height is None
 
 
 def test_four_replicas_commit_one_block_in_memory() -> None:
