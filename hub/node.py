@@ -35,7 +35,6 @@ from hub.genesis import Genesis
 from hub.mempool import Mempool
 from hub.state import EnergyApp
 from hub.state.prices import SEQ_PER_BLOCK, zone_prices
-from hub.state.queries import statement_of
 from hub.state.settlement import Statement, sign_statement, verify_statement
 from hub.store import ChainStore
 from hub.sync import fetch_blocks, peer_heights
@@ -292,23 +291,12 @@ class Node:
         if interval not in self._statement_repair:
             self._statement_repair[interval] = (0, time.monotonic() + STATEMENT_FIRST_S)
 
-    def _statement_hash(self, interval: int) -> str | None:
-        """This node's hash of the statement of `interval`, or None before it settled here."""
-        found = self._statement(interval)
-        return None if found is None else str(found["hash"])
-
     def _statement_record(self, interval: int) -> Statement | None:
         """The stored statement of `interval`, None before it settled here."""
         if not isinstance(self.app, EnergyApp):
             return None
         found: Statement | None = self.app.view().get("statements", str(interval))
         return found
-
-    def _statement(self, interval: int) -> dict[str, Any] | None:
-        """The statement of `interval` as `statement_of` gives it, None before it settled."""
-        if not isinstance(self.app, EnergyApp):
-            return None
-        return statement_of(self.app.view(), interval)
 
     def _own_statement_sig(self, interval: int, digest: str) -> tuple[int, str] | None:
         for v, d, height, sig in self.store.statement_sigs(interval):
@@ -326,9 +314,10 @@ class Node:
         resent = 0
         for k in range(STATEMENT_LOOKBACK):
             interval = last - k * step
-            digest = self._statement_hash(interval) if interval >= 0 else None
-            if digest is None:
+            found = self._statement_record(interval) if interval >= 0 else None
+            if found is None:
                 continue
+            digest = found.digest()
             own = None if self.follower else self._own_statement_sig(interval, digest)
             if own is not None:
                 self._gossip_statement_sig(interval, own[0], digest, own[1])
@@ -339,11 +328,11 @@ class Node:
 
     async def _repair_statement(self, http: httpx.AsyncClient, interval: int) -> bool:
         """One repair round; True once every signature of the statement's set is here."""
-        statement = self._statement(interval)
+        statement = self._statement_record(interval)
         if statement is None:
             return True  # not settled here (another application): nothing to repair
-        digest = str(statement["hash"])
-        validators = set(statement["validators"])
+        digest = statement.digest()
+        validators = set(statement.validators)
         have = {
             v for v, d, _h, _s in self.store.statement_sigs(interval) if d == digest
         } & validators

@@ -106,7 +106,7 @@ def state_router(
         if found is None:
             raise HTTPException(404, detail=f"interval {interval} is not settled yet")
         sigs = statement_sigs(interval) if statement_sigs is not None else []
-        found.update(queries.statement_certificate(st, found, sigs))
+        found.update(queries.statement_certificate(found, sigs))
         return found
 
     @router.get("/certificates")

@@ -152,12 +152,11 @@ def statement_of(st: State, interval: int) -> dict[str, Any] | None:
 
 
 def statement_certificate(
-    st: State, statement: dict[str, Any], sigs: list[tuple[str, str, int, str]]
+    statement: dict[str, Any], sigs: list[tuple[str, str, int, str]]
 ) -> dict[str, Any]:
     """What validators signed of a statement: signatures over its hash, and whether 2f+1.
 
     Args:
-        st: the committed view.
         statement: `statement_of`'s answer (its `hash` is what counts).
         sigs: (validator, statement hash, height, sig) as the node kept them (verified).
 

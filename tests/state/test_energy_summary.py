@@ -97,12 +97,10 @@ def test_statement_certificate_counts_only_validators_signing_this_hash() -> Non
     def sig(name: str, h: str = digest) -> tuple[str, str, int, str]:
         return (pub(name), h, net.height, sign_statement(key(name), CHAIN, X, h))
 
-    two = statement_certificate(st, statement, [sig("v1"), sig("v2"), sig("outsider")])
+    two = statement_certificate(statement, [sig("v1"), sig("v2"), sig("outsider")])
     assert (two["signed"], two["quorum"], two["certified"]) == (2, 3, False)
     other = "ab" * 32
-    three = statement_certificate(
-        st, statement, [sig("v1"), sig("v2"), sig("v3"), sig("v4", other)]
-    )
+    three = statement_certificate(statement, [sig("v1"), sig("v2"), sig("v3"), sig("v4", other)])
     assert (three["signed"], three["certified"]) == (3, True)
     assert three["conflicting"] == [pub("v4")]
     assert {s["validator"] for s in three["signatures"]} == {pub("v1"), pub("v2"), pub("v3")}
@@ -135,6 +133,6 @@ def test_a_statement_is_certified_by_its_own_validator_set_after_the_set_changes
         (pub(v), digest, net.height, sign_statement(key(v), CHAIN, X, digest))
         for v in ("v1", "v2", "v3", "v5")
     ]
-    cert = statement_certificate(net.app.view(), statement, sigs)
+    cert = statement_certificate(statement, sigs)
     assert (cert["signed"], cert["quorum"], cert["certified"]) == (3, 3, True)
     assert pub("v5") not in {s["validator"] for s in cert["signatures"]}
