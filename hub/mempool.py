@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from hub.application import Application, Execution
 from hub.errors import MempoolFull, TxRejected, Unregistered
@@ -90,12 +90,12 @@ class Mempool:
         if not self._by_id:
             return False
         now = self.clock()
-        return any(self._first_ready(sender, now) for sender in self._order)
+        return any(next(self._ready(sender, now), None) for sender in self._order)
 
     def held(self) -> int:
         """How many pending transactions wait behind a missing seq of their sender."""
         now = self.clock()
-        return sum(len(self._by_sender[s]) - len(self._ready(s, now)) for s in self._order)
+        return sum(len(self._by_sender[s]) - len(list(self._ready(s, now))) for s in self._order)
 
     def get(self, tx_id: str) -> Envelope | None:
         """A pending transaction by id (also the chain's verified-tx lookup)."""
@@ -186,41 +186,24 @@ class Mempool:
             return True
         return any((sender, s) not in self._refused_seqs for s in range(expected, seq))
 
-    def _first_ready(self, sender: str, now_ms: int) -> bool:
-        """Whether `sender`'s lowest pending transaction may be proposed now (`_ready`)."""
-        expected = self.app.gapless_next(sender)
-        if expected is None:  # not gapless: any higher seq may go
-            return True
-        seqs = self._by_sender[sender]
-        first = min(seqs)
-        if expected == 0:  # nothing committed yet: its chain may start anywhere
-            expected = self._start(sender, first)
-        return (
-            first == expected
-            or not self._lost(sender, expected, first)
-            or now_ms - self._arrived[seqs[first]] >= self.gap_hold_ms
-        )
-
-    def _ready(self, sender: str, now_ms: int) -> list[Envelope]:
+    def _ready(self, sender: str, now_ms: int) -> Iterator[Envelope]:
         """`sender`'s pending transactions that may be proposed now, in seq order."""
         seqs = self._by_sender[sender]
         expected = self.app.gapless_next(sender)
-        out: list[Envelope] = []
         for seq in sorted(seqs):
             tid = seqs[seq]
             if expected == 0:  # a gateway's first transaction on chain may have any seq
                 expected = self._start(sender, seq)
             if expected is not None and seq != expected and self._lost(sender, expected, seq):
                 if now_ms - self._arrived[tid] < self.gap_hold_ms:
-                    break  # wait for the missing seq; the rest of this sender waits too
-            out.append(self._by_id[tid])
+                    return  # wait for the missing seq; the rest of this sender waits too
+            yield self._by_id[tid]
             expected = seq + 1 if expected is not None else None
-        return out
 
     def reap(self, max_txs: int) -> Sequence[Envelope]:
         """Up to `max_txs` ready transactions in proposal order."""
         now = self.clock()
-        queues = [self._ready(s, now) for s in self._order]
+        queues = [list(self._ready(s, now)) for s in self._order]
         out: list[Envelope] = []
         depth = 0
         while len(out) < max_txs:
@@ -254,11 +237,16 @@ class Mempool:
         if len(self._by_id) <= RECHECK_ALL:
             senders = set(self._by_sender)
         for sender in senders:
-            for tid in list(self._by_sender.get(sender, {}).values()):
+            seqs = self._by_sender.get(sender, {})
+            kept = False  # a lower seq of this sender stays pending: the rest are queued
+            for seq in sorted(seqs):
+                tid = seqs[seq]
                 env = self._by_id[tid]
                 try:
-                    self.app.check_tx(env, queued=self._queued(env))
+                    self.app.check_tx(env, queued=kept)
                 except TxRejected as exc:
                     self._remove(tid)
                     self._reject(tid, exc.reason)
                     self._refused_seq(env, isinstance(exc, Unregistered))
+                    continue
+                kept = True

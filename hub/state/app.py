@@ -228,7 +228,8 @@ class EnergyApp:
         st = self.view()
         if gateway(st, sender) is None:
             return None
-        return account(st, sender).seq + 1 if account(st, sender).seq else 0
+        seq = account(st, sender).seq
+        return seq + 1 if seq else 0
 
     def execute(self, ctx: BlockContext, txs: Sequence[Envelope]) -> Execution:
         """Execute a block on an overlay of the committed state; never changes it."""
