@@ -12,6 +12,7 @@ Only `load_settings` reads the file; everything after works on the frozen values
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -306,6 +307,10 @@ def _hub(source: str, raw: object, base: Path) -> HubSettings:
             raise r.error("ca", "a CA file needs an https:// url")
         if not ca.is_file():
             raise r.error("ca", f"file {str(ca)!r} does not exist")
+        try:  # loaded now, so a wrong file is refused at start, by key
+            ssl.create_default_context(cafile=str(ca))
+        except (ssl.SSLError, OSError) as exc:
+            raise r.error("ca", f"{ca} is not a PEM CA bundle: {exc}") from exc
     return HubSettings(
         url=url_text.rstrip("/"),
         ca=None if ca is None else str(ca),

@@ -229,7 +229,7 @@ class Daemon:
             commits = CommitStatus(
                 hub_url=self.commits.hub.url,
                 committed_seq=self.commits.committed,
-                awaiting=await self.store.call(ob.awaiting_commit),
+                awaiting=depth.awaiting_commit,
                 errors=self.commits.errors,
                 last_error=self.commits.last_error,
                 registered=self.commits.registered,
@@ -242,7 +242,7 @@ class Daemon:
             started_ms=self.started_ms,
             now_ms=self.clock(),
             broker_connected=self.uplink.connected,
-            broker_url=f"{'mqtts' if m.tls else 'mqtt'}://{m.host}:{m.port}",
+            broker_url=m.url,
             devices=tuple(devices),
             outbox=depth.messages,
             outbox_unpublished=depth.unpublished,

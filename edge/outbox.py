@@ -143,6 +143,8 @@ class Depth:
     """Messages not yet acknowledged by the broker."""
     payload_bytes: int
     """Sum of payload sizes."""
+    awaiting_commit: int = 0
+    """tx messages the broker acknowledged that the chain has not committed yet."""
 
 
 Signer = Callable[[Body, int], Envelope]
@@ -387,10 +389,7 @@ class Outbox:
 
     def awaiting_commit(self) -> int:
         """How many tx messages the broker acknowledged and the chain has not committed yet."""
-        (n,) = self._db.execute(
-            "SELECT count(*) FROM message WHERE stream = 'tx' AND acked_ms IS NOT NULL"
-        ).fetchone()
-        return int(n)
+        return self.depth().awaiting_commit
 
     def committed(self, stream: str) -> int | None:
         """The highest seq of `stream` the chain is known to have committed, if any."""
@@ -432,12 +431,14 @@ class Outbox:
     def depth(self) -> Depth:
         """Counts and bytes waiting in the outbox."""
         per = dict.fromkeys(STREAMS, 0)
-        unpublished = size = 0
+        unpublished = size = awaiting = 0
         for stream, n, waiting, nbytes in self._totals():
             per[stream] = n
             unpublished += waiting
             size += nbytes
-        return Depth(messages=per, unpublished=unpublished, payload_bytes=size)
+            if stream == "tx":  # acknowledged tx messages stay only until committed
+                awaiting = n - waiting
+        return Depth(per, unpublished, size, awaiting)
 
     def _totals(self) -> list[tuple[str, int, int, int]]:
         """(stream, messages, unpublished, bytes) per stream."""

@@ -82,6 +82,9 @@ def test_config_hub_table_and_keep_tx_until() -> None:
     assert opted_out.hub.poll_s == 2
 
 
+NOT_PEM = Path(__file__).resolve().parents[2] / "README.md"
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
@@ -90,6 +93,7 @@ def test_config_hub_table_and_keep_tx_until() -> None:
         ('[hub]\nurl = "http://h:99999"\n', "[hub] key 'url': is not a URL"),
         ('[hub]\nurl = "http://h:1"\nca = "/nonexistent"\n', "a CA file needs an https:// url"),
         ('[hub]\nurl = "https://h:1"\nca = "/nonexistent"\n', "does not exist"),
+        (f'[hub]\nurl = "https://h:1"\nca = "{NOT_PEM}"\n', "is not a PEM CA bundle"),
         ('[hub]\nurl = "http://h:1"\npoll_s = 0\n', "key 'poll_s': must be an integer from 1"),
         ('[hub]\nurl = "http://h:1"\nwait = 3\n', "key 'wait': unknown key"),
         ("hub = 3\n", "[hub] must be a table"),
