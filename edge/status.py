@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wire.prometheus import family, labels
+
 STALE_AFTER_MS = 15_000
 """A status file older than this means the daemon is not running (it writes every 2 s)."""
 
@@ -213,14 +215,6 @@ def describe(obj: Mapping[str, Any], now_ms: int) -> str:
     return "\n".join(lines)
 
 
-def _labels(**labels: str) -> str:
-    inner = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in labels.items()
-    )
-    return "{" + inner + "}"
-
-
 def _seconds(ms: int) -> str:
     return f"{ms // 1000}.{ms % 1000:03d}"
 
@@ -230,23 +224,21 @@ def render_metrics(s: Snapshot) -> str:
     out: list[str] = []
 
     def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, str]]) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-        out.extend(f"{name}{labels} {value}" for labels, value in samples)
+        out.extend(family(name, kind, help_text, samples))
 
     devs = s.devices
     metric(
         "gtx_edge_polls_total",
         "counter",
         "Device polls attempted.",
-        [(_labels(device=d.name), str(d.polls)) for d in devs],
+        [(labels(device=d.name), str(d.polls)) for d in devs],
     )
     metric(
         "gtx_edge_poll_errors_total",
         "counter",
         "Failed polls by error kind.",
         [
-            (_labels(device=d.name, kind=k), str(n))
+            (labels(device=d.name, kind=k), str(n))
             for d in devs
             for k, n in sorted(d.error_kinds.items())
         ],
@@ -255,29 +247,25 @@ def render_metrics(s: Snapshot) -> str:
         "gtx_edge_readings_rejected_total",
         "counter",
         "Readings that failed the sanity checks (never published).",
-        [(_labels(device=d.name), str(d.rejected)) for d in devs],
+        [(labels(device=d.name), str(d.rejected)) for d in devs],
     )
     metric(
         "gtx_edge_last_read_timestamp_seconds",
         "gauge",
         "Unix time of the last good reading.",
-        [
-            (_labels(device=d.name), _seconds(d.last_ok_ms))
-            for d in devs
-            if d.last_ok_ms is not None
-        ],
+        [(labels(device=d.name), _seconds(d.last_ok_ms)) for d in devs if d.last_ok_ms is not None],
     )
     metric(
         "gtx_edge_device_degraded",
         "gauge",
         "1 if the device is degraded (polled rarely).",
-        [(_labels(device=d.name), "1" if d.state == "degraded" else "0") for d in devs],
+        [(labels(device=d.name), "1" if d.state == "degraded" else "0") for d in devs],
     )
     metric(
         "gtx_edge_outbox_messages",
         "gauge",
         "Messages waiting in the outbox.",
-        [(_labels(stream=k), str(v)) for k, v in sorted(s.outbox.items())],
+        [(labels(stream=k), str(v)) for k, v in sorted(s.outbox.items())],
     )
     metric(
         "gtx_edge_outbox_unpublished",
@@ -301,7 +289,7 @@ def render_metrics(s: Snapshot) -> str:
         "gtx_edge_published_total",
         "counter",
         "Messages acknowledged by the broker.",
-        [(_labels(stream=k), str(v)) for k, v in sorted(s.published.items())],
+        [(labels(stream=k), str(v)) for k, v in sorted(s.published.items())],
     )
     metric(
         "gtx_edge_broker_connected",
@@ -341,7 +329,7 @@ def render_metrics(s: Snapshot) -> str:
     for bound, count in zip((*LATENCY_BUCKETS_MS, None), s.latency.counts, strict=True):
         running += count
         le = "+Inf" if bound is None else _seconds(bound)
-        samples.append((_labels(le=le), str(running)))
+        samples.append((labels(le=le), str(running)))
     out.append("# HELP gtx_edge_publish_latency_seconds PUBLISH to PUBACK latency.")
     out.append("# TYPE gtx_edge_publish_latency_seconds histogram")
     out.extend(f"gtx_edge_publish_latency_seconds_bucket{lb} {v}" for lb, v in samples)

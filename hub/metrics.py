@@ -10,15 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from wire.prometheus import family, labels
+
 __all__ = ["render_metrics"]
-
-
-def _labels(**labels: str) -> str:
-    inner = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in labels.items()
-    )
-    return "{" + inner + "}"
 
 
 def render_metrics(status: Mapping[str, Any]) -> str:
@@ -26,14 +20,11 @@ def render_metrics(status: Mapping[str, Any]) -> str:
     out: list[str] = []
 
     def metric(name: str, kind: str, help_text: str, value: int | float) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-        out.append(f"{name} {value}")
+        out.extend(family(name, kind, help_text, [("", str(value))]))
 
-    out.append("# HELP gtx_hub_info The node: chain, key, validator or follower.")
-    out.append("# TYPE gtx_hub_info gauge")
-    labels = _labels(chain=str(status["chain"]), node=str(status["node"]), mode=str(status["mode"]))
-    out.append(f"gtx_hub_info{labels} 1")
+    node = labels(chain=str(status["chain"]), node=str(status["node"]), mode=str(status["mode"]))
+    about = "The node: chain, key, validator or follower."
+    out.extend(family("gtx_hub_info", "gauge", about, [(node, "1")]))
     since = status.get("since_start", {})
     metric("gtx_hub_height", "gauge", "Height of the committed head.", int(status["height"]))
     metric(
