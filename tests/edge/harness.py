@@ -257,6 +257,12 @@ def outbox_next_seqs(state: Path) -> dict[str, int]:
         db.close()
 
 
+def sent_through(sub: Subscriber, gateway: str, backlog: dict[str, int]) -> bool:
+    """Whether the subscriber got every stream up to `backlog` (next seqs read earlier)."""
+    seqs = verify(sub.snapshot(), gateway).seqs
+    return all(bool(seqs.get(s)) and seqs[s][-1] >= backlog[s] - 1 for s in backlog)
+
+
 def status_pid(state: Path) -> int | None:
     """The pid in the gateway's status file, None before the first one (or mid-replace)."""
     try:

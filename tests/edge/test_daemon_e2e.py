@@ -20,6 +20,7 @@ from tests.edge.harness import (
     make_key,
     outbox_next_seqs,
     outbox_rows,
+    sent_through,
     start_gateway,
     start_rtu_sim,
     start_tcp_sim,
@@ -245,12 +246,7 @@ def test_broker_outages_and_kill_9_lose_nothing(tmp_path: Path, broker: Broker) 
         # A graceful stop last, once the new process has sent what the killed one left
         # (its status file shows its pid: the SIGTERM handler is in place).
         backlog = outbox_next_seqs(state)
-
-        def drained() -> bool:
-            seqs = verify(sub.snapshot(), gateway).seqs
-            return all(seqs.get(s) and seqs[s][-1] >= backlog[s] - 1 for s in backlog)
-
-        wait_until(drained, 60, "the backlog sent after the last restart")
+        wait_until(lambda: sent_through(sub, gateway, backlog), 60, "the backlog sent again")
         wait_until(lambda: status_pid(state) == gw.pid, 30, "the restarted gateway's status")
         assert stop(gw) == 0
     finally:

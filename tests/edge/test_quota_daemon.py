@@ -17,6 +17,7 @@ from tests.edge.harness import (
     make_key,
     outbox_next_seqs,
     outbox_rows,
+    sent_through,
     start_gateway,
     start_tcp_sim,
     stop,
@@ -95,12 +96,7 @@ def test_quota_thins_telemetry_keeps_every_meter_read_and_the_daemon_recovers(
         # Reconnect backoff doubles up to 30 s while the broker is away; then the backlog
         # drains: the subscriber gets every stream up to what was stored at reconnection.
         backlog = outbox_next_seqs(state)
-
-        def drained() -> bool:
-            seqs = verify(sub.snapshot(), gateway).seqs
-            return all(seqs.get(s) and seqs[s][-1] >= backlog[s] - 1 for s in backlog)
-
-        wait_until(drained, 60, "the backlog drained")
+        wait_until(lambda: sent_through(sub, gateway, backlog), 60, "the backlog drained")
         after = status()
         assert gw.poll() is None, "the daemon must survive the outage and the thinning"
         assert after["pid"] == gw.pid

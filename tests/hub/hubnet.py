@@ -168,6 +168,11 @@ class HubNet:
     def submit(self, i: int, env: Envelope) -> httpx.Response:
         return self.http.post(f"{self.urls[i]}/v1/tx", content=env.to_bytes())
 
+    def tx_status(self, i: int, tx_id: str) -> str | None:
+        """`pending`, `committed` or `rejected` on node `i`, None when it does not know it."""
+        info = self.tx(i, tx_id)
+        return None if info is None else str(info["status"])
+
     def tx(self, i: int, tx_id: str) -> dict[str, Any] | None:
         response = self.http.get(f"{self.urls[i]}/v1/tx/{tx_id}")
         if response.status_code == 404:

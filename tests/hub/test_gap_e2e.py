@@ -49,7 +49,7 @@ def test_a_lost_gateway_tx_is_waited_for_and_the_resend_commits_in_order(net: Hu
     )
     reg = sign(installer, chain, register, now, now)
     assert net.submit(0, reg).status_code == 202
-    wait_until("the registration", lambda: _status(net, 1, reg) == "committed", 20)
+    wait_until("the registration", lambda: net.tx_status(1, reg.message_id()) == "committed", 20)
 
     boundary = (int(time.time() * 1000) - INTERVAL_MS) // INTERVAL_MS * INTERVAL_MS
     prev = {"pv": ZERO, "m": ZERO}
@@ -65,14 +65,15 @@ def test_a_lost_gateway_tx_is_waited_for_and_the_resend_commits_in_order(net: Hu
 
     first = read(1, "pv", boundary - INTERVAL_MS, 100)
     assert net.submit(1, first).status_code == 202
-    wait_until("the first read", lambda: _status(net, 2, first) == "committed", 20)
+    wait_until("the first read", lambda: net.tx_status(2, first.message_id()) == "committed", 20)
 
     lost = read(2, "pv", boundary, 101)  # the broker dropped it: no validator saw it
     later = read(3, "m", boundary, 500)  # another device, so it is admitted on its own
     assert net.submit(2, later).status_code == 202
     start = net.height(2)
     wait_until("two more blocks", lambda: min(net.heights()) >= start + 2, 20)
-    assert _status(net, 3, later) == "pending"  # relayed to every validator, held there
+    # Relayed to every validator, held there.
+    assert net.tx_status(3, later.message_id()) == "pending"
     held = [net.status(i) for i in range(4)]
     assert all(s is not None and s["mempool_held"] == 1 for s in held), held
 
@@ -81,7 +82,7 @@ def test_a_lost_gateway_tx_is_waited_for_and_the_resend_commits_in_order(net: Hu
         net.submit(3, env)
     wait_until(  # on every validator: the test reads v1
         "the tail committed",
-        lambda: all(_status(net, i, later) == "committed" for i in range(4)),
+        lambda: all(net.tx_status(i, later.message_id()) == "committed" for i in range(4)),
         20,
     )
     a, b = net.tx(1, lost.message_id()), net.tx(1, later.message_id())
@@ -102,8 +103,3 @@ def test_a_lost_gateway_tx_is_waited_for_and_the_resend_commits_in_order(net: Hu
     assert metrics["gtx_hub_syncing"] == "0"
     info = f'gtx_hub_info{{chain="{chain}",node="{status["node"]}",mode="validator"}}'
     assert metrics[info] == "1"
-
-
-def _status(net: HubNet, i: int, env: Envelope) -> str | None:
-    info = net.tx(i, env.message_id())
-    return None if info is None else str(info["status"])

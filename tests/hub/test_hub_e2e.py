@@ -44,7 +44,7 @@ def test_four_validators_commit_identical_blocks_and_serve_the_api(
         ids.append(response.json()["id"])
 
     def all_committed() -> bool:  # on every validator: the test reads any of them
-        return all((net.tx(i, t) or {}).get("status") == "committed" for i in range(4) for t in ids)
+        return all(net.tx_status(i, t) == "committed" for i in range(4) for t in ids)
 
     wait_until("every transaction committed", all_committed, 20)
     # Then one of client 0's through a gateway topic. (Sent earlier, it could reach a
