@@ -21,7 +21,6 @@ from edge.errors import DeviceError, DeviceTimeout, DeviceUnreachable, FrameErro
 from edge.scheduler import Health, Policy, after_failure, after_success, became_degraded, next_poll
 from edge.transport import Transport
 from hw.measurement import Measurements
-from hw.profile import Profile
 from hw.sunspec import SunSpecMap
 
 log = logging.getLogger("gtx.edge.bus")
@@ -35,7 +34,7 @@ Recorder = Callable[[DeviceSettings, Measurements, int], Awaitable[tuple[str, ..
 class Link(Protocol):
     """A way to read devices on one bus."""
 
-    async def read(self, device: DeviceSettings, profile: Profile, retries: int) -> Measurements:
+    async def read(self, device: DeviceSettings, retries: int) -> Measurements:
         """One reading of `device`, or a `DeviceError`."""
 
     async def close(self) -> None:
@@ -61,7 +60,7 @@ class ModbusLink:
             self._client.set_max_no_responses(1_000_000)
         return self._client
 
-    async def read(self, device: DeviceSettings, profile: Profile, retries: int) -> Measurements:
+    async def read(self, device: DeviceSettings, retries: int) -> Measurements:
         """Read `device` through the shared client (SunSpec discovery cached per device).
 
         Raises:
@@ -69,6 +68,7 @@ class ModbusLink:
         """
         timeout_s = device.timeout_ms / 1000
         label = f"{device.name} ({device.profile})"  # edge.modbus appends transport and unit
+        profile = device.spec
         try:
             client = await self._connected(timeout_s)
         except DeviceError as exc:
@@ -109,7 +109,7 @@ class Iec61850Link:
         """Prepare a link to one MMS server."""
         self._transport = transport
 
-    async def read(self, device: DeviceSettings, profile: Profile, retries: int) -> Measurements:
+    async def read(self, device: DeviceSettings, retries: int) -> Measurements:
         """One reading over MMS; `retries` extra tries when the server does not answer.
 
         Raises:
@@ -158,7 +158,6 @@ class Bus:
         self.name = name
         self.devices = {d.name: d for d in devices}
         self.order = tuple(d.name for d in devices)
-        self.profiles = {d.name: d.spec for d in devices}
         self.link = link
         self.policy = policy
         self.retries = retries
@@ -192,7 +191,7 @@ class Bus:
         before = self.health[name]
         retries = 0 if before.degraded else self.retries
         try:
-            reading = await self.link.read(device, self.profiles[name], retries)
+            reading = await self.link.read(device, retries)
         except DeviceError as exc:
             self._failed(device, before, str(exc), type(exc).__name__, now_ms)
             return

@@ -18,7 +18,6 @@ from edge.config import DeviceSettings, Settings
 from edge.intake import DeviceMemory, take_reading
 from edge.outbox import OutboxThread
 from hw.measurement import Measurements
-from hw.profile import Profile
 from wire.envelope import Envelope, sign
 from wire.struct import Body
 
@@ -42,7 +41,6 @@ class Recorder:
         self.store = store
         self.memories = memories
         self.on_stored = on_stored
-        self.profiles: dict[str, Profile] = {d.name: d.spec for d in settings.devices}
         self.signed = 0
         """Messages signed and stored since start."""
         self.meter_reads = 0
@@ -61,7 +59,7 @@ class Recorder:
         """
         memory = self.memories.get(device.name, DeviceMemory())
         intake = take_reading(
-            self.profiles[device.name],
+            device.spec,
             device.name,
             device.source,
             memory,
