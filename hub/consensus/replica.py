@@ -347,24 +347,23 @@ class Replica:
     def _broadcast(self, body: Body, now_ms: int) -> None:
         self._out.append(Broadcast(self._sign(body, now_ms)))
 
-    def _signed_once(self, kind: str, body: Body, now_ms: int) -> Envelope | None:
-        """Sign a proposal or vote unless one was signed for this round: never two.
+    def _signed_once(self, kind: str, body: Body, now_ms: int) -> None:
+        """Broadcast a proposal or vote, signing it unless one was signed for this round.
 
-        Returns None, signing nothing, at a guarded height's first rounds.
+        Never two in one round; nothing at a guarded height's first rounds.
         """
         round_ = getattr(body, "round", 0)
         existing = self._signed.get((kind, round_))
         if existing is not None:
             self._out.append(Broadcast(existing))
-            return existing
+            return
         if self.height == self.guard_height and round_ < GUARD_ROUNDS:
-            return None
+            return
         env = self._sign(body, now_ms)
         self._signed[(kind, round_)] = env
         self._out.append(Persist(self._record()))
         self._out.append(Broadcast(env))
         self._accept(env, now_ms, rules=False)
-        return env
 
     def _vote(self, kind: str, block: str, now_ms: int) -> None:
         cls = BftPrevote if kind == PREVOTE else BftPrecommit
