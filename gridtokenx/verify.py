@@ -83,6 +83,10 @@ def run_verify(args: argparse.Namespace) -> int:
         if stream is not sys.stdin.buffer:
             stream.close()
     print(f"{good} valid, {bad} invalid", file=sys.stderr)
+    if good + bad == 0:
+        # An empty file proves nothing: a script that checks a capture must not pass on one.
+        print("gtx verify: no messages to check (empty input)", file=sys.stderr)
+        return 1
     return 1 if bad else 0
 
 
@@ -94,7 +98,8 @@ def add_verify_parser(sub: Any) -> None:
         description=(
             "Check JSON lines of signed messages: canonical JSON, known kind, valid body, "
             "Ed25519 signature. Exit 0 when all lines are valid; otherwise exit 1 and print "
-            "each bad line's number and the reason. Blank lines are skipped."
+            "each bad line's number and the reason. Blank lines are skipped; input with no "
+            "message at all exits 1."
         ),
     )
     p.add_argument("file", nargs="?", metavar="FILE", help="file to check; - or none for stdin")

@@ -17,6 +17,7 @@ JSON: TypeAlias = bool | int | str | list["JSON"] | dict[str, "JSON"] | None
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
 MAX_DEPTH = 32
+_INT_DIGITS = len(str(INT_MAX))
 
 _ENCODER = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
@@ -75,6 +76,15 @@ def _refuse_float(text: str) -> Any:
     raise NotCanonical(f"floats are not allowed ({text}); use integer units")
 
 
+def _parse_int(text: str) -> int:
+    # Checked on the literal, before conversion: a 5,000-digit number would otherwise meet
+    # Python's int-conversion limit and its advice about sys.set_int_max_str_digits.
+    digits = len(text) - text.startswith("-")
+    if digits > _INT_DIGITS:
+        raise NotCanonical(f"an integer of {digits} digits is outside signed 64 bits")
+    return int(text)
+
+
 def _refuse_constant(text: str) -> Any:
     raise NotCanonical(f"{text} is not allowed")
 
@@ -103,6 +113,7 @@ def decode(data: bytes) -> JSON:
         value = json.loads(
             text,
             parse_float=_refuse_float,
+            parse_int=_parse_int,
             parse_constant=_refuse_constant,
             object_pairs_hook=_no_duplicates,
         )

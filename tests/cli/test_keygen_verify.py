@@ -98,3 +98,20 @@ def test_help_everywhere() -> None:
         r = gtx(*args)
         assert r.returncode == 0, args
         assert b"usage: gtx" in r.stdout
+
+
+def test_verify_empty_input_fails(tmp_path: Path) -> None:
+    # Nothing checked proves nothing: a capture that came out empty must not pass.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"\n\n")
+    for r in (gtx("verify", str(empty)), gtx("verify", "-", stdin=b"")):
+        assert r.returncode == 1
+        assert b"no messages to check" in r.stderr
+
+
+def test_verify_huge_integer_is_refused_by_its_size(tmp_path: Path) -> None:
+    line = b'{"v":1,"seq":' + b"9" * 5000 + b"}"
+    r = gtx("verify", "-", stdin=line)
+    assert r.returncode == 1
+    assert b"5000 digits is outside signed 64 bits" in r.stdout
+    assert b"set_int_max_str_digits" not in r.stdout
