@@ -194,7 +194,9 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{args.config}: valid; {len(settings.devices)} devices on {len(by_bus)} buses")
+        # "valid" only when `gtx edge run` would start: a key it cannot load is a failure.
+        verdict = "settings valid, key NOT usable" if key_problem and not args.no_key else "valid"
+        print(f"{args.config}: {verdict}; {len(settings.devices)} devices on {len(by_bus)} buses")
         for bus, names in by_bus.items():
             print(f"  {bus}: {', '.join(names)}")
         if settings.hub is not None and settings.outbox.keep_tx_until == "committed":

@@ -443,6 +443,10 @@ def load_settings(path: Path) -> Settings:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 (TOML requires it)"
+        ) from exc
     return parse_settings(text, str(path), path.parent)
 
 

@@ -54,3 +54,29 @@ def test_pubkey_missing_key(tmp_path: Path) -> None:
     r = gtx("edge", "pubkey", "--key", str(tmp_path / "none.key"))
     assert r.returncode == 2
     assert b"does not exist" in r.stderr
+
+
+def test_check_refuses_a_config_that_is_not_utf8(tmp_path: Path) -> None:
+    cfg = tmp_path / "edge.toml"
+    cfg.write_bytes(EXAMPLE.read_bytes().replace(b"meter1", b"m\xe9ter1", 1))  # Latin-1 'é'
+    r = gtx("edge", "check", "--config", str(cfg), "--no-key")
+    assert r.returncode == 2
+    assert b"not UTF-8" in r.stderr
+    assert b"Traceback" not in r.stderr
+
+
+def test_check_does_not_call_a_config_with_an_unusable_key_valid(tmp_path: Path) -> None:
+    key = tmp_path / "gw.key"
+    assert gtx("edge", "keygen", "--out", str(key)).returncode == 0
+    key.chmod(0o644)
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        EXAMPLE.read_text()
+        .replace("/var/lib/gridtokenx/gateway.key", str(key))
+        .replace('state_dir = "/var/lib/gridtokenx"', f'state_dir = "{tmp_path}"')
+    )
+    r = gtx("edge", "check", "--config", str(cfg))
+    assert r.returncode == 2
+    assert b": valid" not in r.stdout
+    assert b"key NOT usable" in r.stdout
+    assert b"chmod 600" in r.stderr
