@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from hub.errors import MempoolFull, TxRejected
 from hub.metrics import render_metrics
 from hub.state.api import state_router
+from wire.canonical import INT_MAX
 from wire.errors import InvalidMessage
 
 __all__ = ["NodeView", "create_app"]
@@ -77,7 +78,11 @@ def create_app(node: NodeView) -> FastAPI:
         return render_metrics(node.status())
 
     @app.get("/v1/blocks/{height}")
-    async def get_block(height: int, full: bool = False) -> dict[str, Any]:
+    async def get_block(
+        # Bounded so that a height no chain can reach is refused here, not by SQLite (500).
+        height: int = Path(..., ge=0, le=INT_MAX, description="block height"),
+        full: bool = False,
+    ) -> dict[str, Any]:
         """A committed block: hash, header, tx ids, commit certificate."""
         block = node.block_json(height, full=full)
         if block is None:

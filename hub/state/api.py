@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 
 from hub.state import queries
@@ -46,12 +46,16 @@ def state_router(
         return app.view()
 
     @router.get("/accounts/{account}")
-    async def get_account(account: str) -> dict[str, Any]:
+    async def get_account(
+        account: str = Path(..., pattern=HEX64, description="public key, 64 lowercase hex"),
+    ) -> dict[str, Any]:
         """Balance and escrow (satang), committed tx seq, roles, voting weight, gateways."""
         return queries.account_info(view(), account)
 
     @router.get("/devices/{gateway}")
-    async def get_device(gateway: str) -> dict[str, Any]:
+    async def get_device(
+        gateway: str = Path(..., pattern=HEX64, description="gateway key, 64 lowercase hex"),
+    ) -> dict[str, Any]:
         """A gateway's registration (owner, zone, devices, suspension) and last reads."""
         found = queries.device_info(view(), gateway)
         if found is None:

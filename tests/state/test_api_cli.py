@@ -237,3 +237,17 @@ def test_cli_claim_refuses_a_malformed_certificate_id(
     )
     assert code == 2  # refused before anything is sent
     assert "cert" in capsys.readouterr().err
+
+
+def test_routes_refuse_malformed_keys_and_heights(hub: tuple[str, StandIn]) -> None:
+    # Not a key, not a height a chain can reach: a 4xx that names the parameter, never an
+    # empty account with 200 or a 500 from an integer too large for the chain store.
+    url, _stand = hub
+    with httpx.Client(base_url=url) as http:
+        for path in ("/v1/accounts/xyz", f"/v1/accounts/{'A' * 64}", "/v1/devices/xyz"):
+            r = http.get(path)
+            assert r.status_code == 422, path
+            assert r.json()["detail"][0]["loc"][0] == "path"
+        r = http.get("/v1/blocks/99999999999999999999999")
+        assert r.status_code == 422
+        assert http.get("/v1/blocks/-1").status_code == 422
