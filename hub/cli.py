@@ -79,6 +79,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         )
     except (ConfigError, KeyFileError) as exc:
         return _fail("init", str(exc), 2)
+    except OSError as exc:
+        where = exc.filename or args.dir
+        problem = f"--dir: cannot write {where}: {exc.strerror}; choose another --dir"
+        return _fail("init", problem, 2)
     print(json.dumps(net.to_json(), indent=2))
     return 0
 

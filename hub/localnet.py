@@ -30,6 +30,7 @@ from hub.config import check_genesis_params
 from hub.errors import ConfigError
 from hub.genesis import Genesis
 from wire.keys import generate_key, public_hex, save_key
+from wire.mqtt import BrokerSettings, MqttTableError
 
 __all__ = ["LocalNetwork", "init_network", "write_config"]
 
@@ -159,7 +160,13 @@ def init_network(
             Genesis(chain=chain, time_ms=time_ms, validators=("0" * 64,), params=chain_params)
         )
     except ConfigError as exc:
-        raise ConfigError("--param", f"{exc}") from exc
+        # The chain id is checked with the parameters; blame the option that carries it.
+        option = "--chain" if exc.key == "chain" else "--param"
+        raise ConfigError(option, exc.problem if exc.key == "chain" else str(exc)) from exc
+    try:
+        BrokerSettings.from_url(mqtt_url)
+    except MqttTableError as exc:  # refused here, not only later by `gtx hub run`
+        raise ConfigError("--mqtt", exc.problem) from exc
     mqtt = _mqtt_files(mqtt_url, validators, mqtt_ca, mqtt_users, mqtt_password_dir)
     if (directory / "genesis.json").exists():
         raise ConfigError("--dir", f"{directory} already holds a network; choose another --dir")
