@@ -20,6 +20,26 @@ from wire.keys import generate_key, load_key, public_hex, save_key
 DEFAULT_CHAIN = "gtx-local"
 
 
+def unit_id(text: str) -> int:
+    """Argparse type of `--unit`: one Modbus unit id, 1..247.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or 0 (broadcast, which no device answers)
+            or above 247 (reserved).
+    """
+    try:
+        unit = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"unit {text!r}: give a unit id 1..247") from exc
+    if unit == 0:
+        raise argparse.ArgumentTypeError(
+            "unit 0 is the Modbus broadcast address, which no device answers; give 1..247"
+        )
+    if not 1 <= unit <= 247:
+        raise argparse.ArgumentTypeError(f"unit {unit}: Modbus unit ids are 1..247")
+    return unit
+
+
 def _fail(command: str, message: str, code: int = 1) -> int:
     print(f"gtx edge {command}: {message}", file=sys.stderr)
     return code
@@ -178,7 +198,7 @@ def add_read_parser(sub: Any) -> None:
     )
     p.add_argument("--profile", help="device profile, e.g. sdm630 (see hw/profiles/)")
     _add_transport_args(p, iec=True)
-    p.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
+    p.add_argument("--unit", type=unit_id, default=1, help="Modbus unit id 1..247 (default 1)")
     p.add_argument("--retries", type=int, default=2, help="extra tries after a timeout")
     p.add_argument("--ld", default="GTXMeterLD0", help="IEC 61850 logical device (MMS domain)")
     p.add_argument("--key", required=True, metavar="KEYFILE", help="gateway key (gtx edge keygen)")

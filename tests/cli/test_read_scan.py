@@ -187,6 +187,12 @@ def test_read_unreachable_and_bad_input(key: Path, tmp_path: Path) -> None:
     r = gtx("edge", "read", "--profile", "sdm630", "--tcp", "nohostport", "--key", str(key))
     assert r.returncode == 2
     assert b"--tcp wants HOST:PORT" in r.stderr
+    for unit, says in (("0", b"broadcast"), ("248", b"1..247"), ("x", b"1..247")):
+        r = gtx("edge", "read", "--profile", "sdm630", "--tcp", "127.0.0.1:1", "--unit", unit,
+                "--key", str(key))  # fmt: skip
+        assert r.returncode == 2
+        assert b"--unit" in r.stderr
+        assert says in r.stderr
     os.chmod(key, 0o644)
     r = gtx("edge", "read", "--profile", "sdm630", "--tcp", "127.0.0.1:1", "--key", str(key))
     assert r.returncode == 2
