@@ -147,7 +147,13 @@ async def serve_tcp(
         )
     )
     server = ModbusTcpServer(sim_devices, address=(host, port), trace_packet=_fault_filter(faults))
-    await server.serve_forever(background=True)
+    try:
+        await server.serve_forever(background=True)
+    except RuntimeError as exc:  # pymodbus' only word for a failed bind
+        raise OSError(
+            f"cannot listen on tcp {host}:{port}: the port is in use or the address is not "
+            "this machine's; choose another HOST:PORT"
+        ) from exc
     try:
         sockets = getattr(server.transport, "sockets", None) or []
         bound = sockets[0].getsockname()[1] if sockets else port

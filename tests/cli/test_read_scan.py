@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -197,6 +198,19 @@ def test_read_unreachable_and_bad_input(key: Path, tmp_path: Path) -> None:
     r = gtx("edge", "read", "--profile", "sdm630", "--tcp", "127.0.0.1:1", "--key", str(key))
     assert r.returncode == 2
     assert b"readable by others" in r.stderr
+
+
+def test_sim_on_a_port_in_use_is_one_clear_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = gtx("sim", "--device", "sdm630", "--tcp", f"127.0.0.1:{port}")
+    assert r.returncode == 2
+    assert r.stderr.decode() == (
+        f"gtx sim: cannot listen on tcp 127.0.0.1:{port}: the port is in use or the address "
+        "is not this machine's; choose another HOST:PORT\n"
+    )
 
 
 def test_sim_stops_on_sigterm(tmp_path: Path) -> None:
