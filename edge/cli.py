@@ -137,6 +137,9 @@ def run_status(args: argparse.Namespace) -> int:
     now_ms = time.time_ns() // 1_000_000
     running = now_ms - int(obj.get("now_ms", 0)) <= STALE_AFTER_MS
     obj["running"] = running
+    if not running:  # what the file says was true of a daemon that is gone
+        obj["broker"]["last_known_connected"] = obj["broker"]["connected"]
+        obj["broker"]["connected"] = False
     if args.json:
         print(json.dumps(obj, sort_keys=True))
     else:

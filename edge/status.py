@@ -176,6 +176,14 @@ def _ago(now_ms: int, then_ms: int | None) -> str:
     return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
 
 
+def _broker_state(connected: bool, running: bool) -> str:
+    # A stopped daemon holds no connection, whatever its last status said.
+    if not running:
+        was = "connected" if connected else "disconnected"
+        return f"NOT CONNECTED (daemon not running; {was} when it last wrote its status)"
+    return "connected" if connected else "DISCONNECTED"
+
+
 def describe(obj: Mapping[str, Any], now_ms: int) -> str:
     """Human-readable status from a `to_obj` object (possibly read back from disk)."""
     age = now_ms - int(obj.get("now_ms", 0))
@@ -184,8 +192,7 @@ def describe(obj: Mapping[str, Any], now_ms: int) -> str:
         f"gateway {obj['gateway']} on chain {obj['chain']}, zone {obj['zone']}",
         f"daemon: {'running' if running else 'NOT RUNNING'} (pid {obj['pid']}, "
         f"status written {_ago(now_ms, obj.get('now_ms'))})",
-        f"broker: {obj['broker']['url']} "
-        f"{'connected' if obj['broker']['connected'] else 'DISCONNECTED'}",
+        f"broker: {obj['broker']['url']} {_broker_state(obj['broker']['connected'], running)}",
         f"outbox: {obj['outbox']['unpublished']} unpublished, "
         + ", ".join(f"{k} {v}" for k, v in obj["outbox"]["messages"].items())
         + f", {obj['outbox']['bytes']} bytes, {obj['outbox']['thinned']} thinned",

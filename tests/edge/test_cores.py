@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -333,9 +336,13 @@ def test_metrics_exposition_and_http_answer() -> None:
 
 def test_status_text_marks_stale_daemon() -> None:
     obj = to_obj(snapshot())
-    assert "daemon: running" in describe(obj, 11_000)
+    live = describe(obj, 11_000)
+    assert "daemon: running" in live
+    assert "mqtt://127.0.0.1:1883 connected" in live
     stale = describe(obj, 100_000)
     assert "NOT RUNNING" in stale
+    assert "broker: mqtt://127.0.0.1:1883 connected" not in stale
+    assert "NOT CONNECTED (daemon not running; connected when it last wrote" in stale
     assert "degraded" in stale
     assert "dead" in stale
 
@@ -351,3 +358,29 @@ def test_sd_notify_writes_datagrams(tmp_path: Path) -> None:
     assert systemd.watchdog_period_ms({"WATCHDOG_USEC": "1", "WATCHDOG_PID": "1"}) is None
     assert systemd.polling_healthy({"a": 1000, "b": 5000}, 6000, 5000)
     assert not systemd.polling_healthy({"a": 1000}, 7000, 5000)
+
+
+def test_status_of_a_stopped_daemon_claims_no_connection(tmp_path: Path) -> None:
+    # The last status the daemon wrote said "connected", long ago: the command must not.
+    example = Path(__file__).parents[2] / "docs" / "examples" / "edge.toml"
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        example.read_text().replace(
+            'state_dir = "/var/lib/gridtokenx"', f'state_dir = "{tmp_path}"'
+        )
+    )
+    (tmp_path / "status.json").write_text(json.dumps(to_obj(snapshot())))  # now_ms = 10 s
+    r = subprocess.run(
+        [sys.executable, "-m", "gridtokenx.cli", "edge", "status", "--config", str(cfg), "--json"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 1, r.stderr
+    obj = json.loads(r.stdout)
+    assert obj["running"] is False
+    assert obj["broker"] == {
+        "connected": False,
+        "last_known_connected": True,
+        "url": "mqtt://127.0.0.1:1883",
+    }
