@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from hub.state.state import State
 
 __all__ = [
+    "ACCOUNT_PATTERN",
     "FEE_POOL",
     "ROUNDING",
     "Account",
@@ -40,6 +41,9 @@ FEE_POOL = "pool:fees"
 """Transaction fees, paid out to the validators block by block."""
 ROUNDING = "pool:rounding"
 """Where the remainder of every division that rounds down goes."""
+ACCOUNT_PATTERN = r"^([0-9a-f]{64}|pool:(fees|rounding)|grid:[a-z0-9][a-z0-9_-]{0,31})$"
+"""Every account id there is: a public key, one of the pools, or a zone authority's
+`grid:<authority>` (`hub.state.zones.operator_account`)."""
 AUTHORITY = "authority"
 """Role: votes with authority weight, may propose anything, may suspend a gateway at once."""
 INSTALLER = "installer"

@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 
 from hub.state import queries
+from hub.state.accounts import ACCOUNT_PATTERN
 from hub.state.app import EnergyApp
 from hub.state.state import State
 
@@ -47,7 +48,9 @@ def state_router(
 
     @router.get("/accounts/{account}")
     async def get_account(
-        account: str = Path(..., pattern=HEX64, description="public key, 64 lowercase hex"),
+        account: str = Path(
+            ..., pattern=ACCOUNT_PATTERN, description="public key (64 lowercase hex) or pool"
+        ),
     ) -> dict[str, Any]:
         """Balance and escrow (satang), committed tx seq, roles, voting weight, gateways."""
         return queries.account_info(view(), account)

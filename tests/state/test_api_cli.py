@@ -248,6 +248,8 @@ def test_routes_refuse_malformed_keys_and_heights(hub: tuple[str, StandIn]) -> N
             r = http.get(path)
             assert r.status_code == 422, path
             assert r.json()["detail"][0]["loc"][0] == "path"
+        for named in ("pool:fees", "pool:rounding", "grid:pea"):  # accounts that are no key
+            assert http.get(f"/v1/accounts/{named}").status_code == 200, named
         r = http.get("/v1/blocks/99999999999999999999999")
         assert r.status_code == 422
         assert http.get("/v1/blocks/-1").status_code == 422
