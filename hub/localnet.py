@@ -160,9 +160,9 @@ def init_network(
             Genesis(chain=chain, time_ms=time_ms, validators=("0" * 64,), params=chain_params)
         )
     except ConfigError as exc:
-        # The chain id is checked with the parameters; blame the option that carries it.
-        option = "--chain" if exc.key == "chain" else "--param"
-        raise ConfigError(option, exc.problem if exc.key == "chain" else str(exc)) from exc
+        if exc.key == "chain":  # checked with the parameters; blame the option that carries it
+            raise ConfigError("--chain", exc.problem) from exc
+        raise ConfigError("--param", str(exc)) from exc
     try:
         BrokerSettings.from_url(mqtt_url)
     except MqttTableError as exc:  # refused here, not only later by `gtx hub run`

@@ -18,7 +18,8 @@ HEX64_HINT = "64 lowercase hex characters"
 DEVICE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 DEVICE_HINT = "a device name (letters, digits, _ . -; at most 64)"
 # A zone is a path in the grid tree: authority/area/substation/feeder, lowercase segments.
-ZONE = r"[a-z0-9][a-z0-9_-]{0,31}(/[a-z0-9][a-z0-9_-]{0,31}){0,7}"
+ZONE_SEGMENT = r"[a-z0-9][a-z0-9_-]{0,31}"
+ZONE = rf"{ZONE_SEGMENT}(/{ZONE_SEGMENT}){{0,7}}"
 ZONE_HINT = "a zone path like 'pea/ayutthaya/sub-01/feeder-3'"
 PARAM = r"[a-z][a-z0-9_]{0,63}"
 

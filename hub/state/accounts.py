@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from hub.errors import HubError, TxRejected
 from hub.state.record import Record
+from wire.kinds import HEX64, ZONE_SEGMENT
 
 if TYPE_CHECKING:
     from hub.state.state import State
@@ -41,7 +42,7 @@ FEE_POOL = "pool:fees"
 """Transaction fees, paid out to the validators block by block."""
 ROUNDING = "pool:rounding"
 """Where the remainder of every division that rounds down goes."""
-ACCOUNT_PATTERN = r"^([0-9a-f]{64}|pool:(fees|rounding)|grid:[a-z0-9][a-z0-9_-]{0,31})$"
+ACCOUNT_PATTERN = rf"^({HEX64}|pool:(fees|rounding)|grid:{ZONE_SEGMENT})$"
 """Every account id there is: a public key, one of the pools, or a zone authority's
 `grid:<authority>` (`hub.state.zones.operator_account`)."""
 AUTHORITY = "authority"
